@@ -1,0 +1,33 @@
+"""vi_ext: programmable variational inference for NumPyro.
+
+    import vi_ext as vx
+    res = vx.fit(model, *args, objective=vx.objectives.elbo(), num_steps=2000, **kwargs)
+    res.summary()
+
+Objectives are programs (:mod:`vi_ext.program`); gradient strategies are chosen per site
+(:mod:`vi_ext.estimators`); :func:`estimate` gives an unbiased (value, gradient) estimate.
+"""
+
+from vi_ext import estimators, objectives, program
+from vi_ext.errors import ArgumentError, NonFiniteError, SiteError, VIError
+from vi_ext.fit import FitState, fit
+from vi_ext.params import init_params
+from vi_ext.program.transform import estimate
+from vi_ext.result import FitResult
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ArgumentError",
+    "FitResult",
+    "FitState",
+    "NonFiniteError",
+    "SiteError",
+    "VIError",
+    "estimate",
+    "estimators",
+    "fit",
+    "init_params",
+    "objectives",
+    "program",
+]

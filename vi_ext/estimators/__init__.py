@@ -1,0 +1,11 @@
+"""Per-site gradient strategies.
+
+Each strategy follows the :class:`~vi_ext.estimators.base.Strategy` protocol; choose one per
+site with ``estimators={"z": ...}`` or ``infer={"estimator": ...}`` in the guide.
+"""
+
+from vi_ext.estimators.base import Site, Strategy, is_strategy
+from vi_ext.estimators.defaults import default_strategy
+from vi_ext.estimators.reparam import Reparam, reparam
+
+__all__ = ["Reparam", "Site", "Strategy", "default_strategy", "is_strategy", "reparam"]

@@ -1,0 +1,373 @@
+"""fit(): the training loop.
+
+Each step draws a fresh key, evaluates the objective's gradient estimator (see
+:mod:`vi_ext.program.transform`) at the constrained parameters theta = T(u), and applies an
+optax update to the unconstrained parameters u, maximizing the objective (minimizing
+loss = -objective). Steps run in ``lax.scan`` chunks inside one jit-compiled function, so the
+host only wakes between chunks to update the progress bar.
+
+A step whose loss or gradient is non-finite is rejected: parameters and optimizer state stay
+unchanged, the step is counted, and the key moves on. After ``max_rejections`` consecutive
+rejections the fit stops with a :class:`~vi_ext.errors.NonFiniteError` that names the step,
+the sites whose log density was non-finite, and carries the last good parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from numpyro import handlers
+from numpyro.infer.autoguide import AutoNormal
+from tqdm.auto import tqdm
+
+from vi_ext import objectives as _objectives
+from vi_ext.errors import ArgumentError, NonFiniteError, SiteError
+from vi_ext.keys import as_key
+from vi_ext.params import constrain, param_sites, unconstrain
+from vi_ext.program.objective import Objective
+from vi_ext.program.sites import sample_sites, site_log_prob
+from vi_ext.program.transform import check_estimators, surrogate_fn
+from vi_ext.result import FitResult
+
+#: Adam's learning rate when ``optimizer=None``.
+DEFAULT_LEARNING_RATE = 1e-2
+
+
+class FitState(NamedTuple):
+    """The complete state of a fit; a pytree, printable, resumable.
+
+    Attributes:
+        params: unconstrained parameters u.
+        opt_state: the optax state.
+        key: the PRNG key for the next step.
+        step: number of steps taken.
+        num_rejected: steps rejected so far (non-finite loss or gradient).
+        consecutive_rejected: length of the current run of rejected steps.
+        first_rejected_step: index of the first rejected step of the fit (-1: none).
+        run_start_step: index of the first step of the current run of rejections (-1: none).
+        run_start_key: the key that step used (to diagnose it afterwards).
+    """
+
+    params: dict
+    opt_state: Any
+    key: jax.Array
+    step: jax.Array
+    num_rejected: jax.Array
+    consecutive_rejected: jax.Array
+    first_rejected_step: jax.Array
+    run_start_step: jax.Array
+    run_start_key: jax.Array
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def make_step(
+    loss_and_grad: Callable[[dict, jax.Array], tuple[jax.Array, dict]],
+    optimizer: optax.GradientTransformation,
+) -> Callable[[FitState, jax.Array], tuple[FitState, jax.Array]]:
+    """One guarded optimizer step, ``(state, active) -> (state, loss)``, for ``lax.scan``.
+
+    Inactive steps (padding at the end of the last chunk) change nothing.
+    """
+
+    def step(state: FitState, active: jax.Array):
+        key, sub = jax.random.split(state.key)
+        loss, grads = loss_and_grad(state.params, sub)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & _all_finite(grads)
+        accept = active & finite
+        reject = active & ~finite
+
+        def pick(new, old):
+            return jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, old)
+
+        starts_run = reject & (state.consecutive_rejected == 0)
+        new_state = FitState(
+            params=pick(new_params, state.params),
+            opt_state=pick(opt_state, state.opt_state),
+            key=jnp.where(active, key, state.key),
+            step=state.step + active.astype(state.step.dtype),
+            num_rejected=state.num_rejected + reject,
+            consecutive_rejected=jnp.where(
+                accept, 0, state.consecutive_rejected + reject.astype(jnp.int32)
+            ),
+            first_rejected_step=jnp.where(
+                reject & (state.first_rejected_step < 0), state.step, state.first_rejected_step
+            ),
+            run_start_step=jnp.where(
+                starts_run, state.step, jnp.where(accept, -1, state.run_start_step)
+            ),
+            run_start_key=jnp.where(starts_run, sub, state.run_start_key),
+        )
+        return new_state, jnp.where(active, loss, jnp.nan)
+
+    return step
+
+
+def _validate(model, guide, num_steps, optimizer, progress, max_rejections, chunk_size):
+    if not callable(model):
+        raise ArgumentError("model", f"expected a NumPyro model (a callable), got {model!r}.")
+    if guide is not None and not callable(guide):
+        raise ArgumentError(
+            "guide", f"expected a NumPyro guide (a callable) or None for AutoNormal, got {guide!r}."
+        )
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)):
+        raise ArgumentError("num_steps", f"expected a positive int, got {num_steps!r}.")
+    if num_steps <= 0:
+        raise ArgumentError("num_steps", f"must be positive, got {num_steps}.")
+    if optimizer is not None and not (
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None))
+    ):
+        raise ArgumentError(
+            "optimizer",
+            f"expected an optax GradientTransformation (e.g. optax.adam(1e-2)), got {optimizer!r}.",
+        )
+    if not isinstance(progress, bool):
+        raise ArgumentError("progress", f"expected True or False, got {progress!r}.")
+    if not isinstance(max_rejections, int) or max_rejections < 1:
+        raise ArgumentError("max_rejections", f"expected an int >= 1, got {max_rejections!r}.")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ArgumentError("chunk_size", f"expected an int >= 1 or None, got {chunk_size!r}.")
+
+
+def check_no_discrete_latents(model: Callable, args: tuple, kwargs: dict, key: jax.Array) -> None:
+    """Raise a SiteError naming the first discrete latent of ``model`` (for AutoNormal)."""
+    trace = handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs)
+    for site in sample_sites(trace, observed=False):
+        if getattr(site["fn"].support, "is_discrete", False):
+            raise SiteError(
+                site["name"],
+                f"the model has a discrete latent ({type(site['fn']).__name__}), which the "
+                "default guide (AutoNormal) cannot represent. Either marginalize it out of the "
+                "model, or pass a guide that samples it and choose a gradient strategy for it, "
+                "e.g. guide=my_guide, estimators={'" + site["name"] + "': "
+                "vx.estimators.enum()} (or reinforce()).",
+            )
+
+
+def nonfinite_sites(
+    model: Callable,
+    guide: Callable,
+    params: Mapping[str, Any],
+    args: tuple,
+    kwargs: dict,
+    key: jax.Array,
+) -> tuple[str, ...]:
+    """Names of guide and model sites whose log density is non-finite at (params, key).
+
+    Runs outside jit, once, to explain a rejected step.
+    """
+    k1, k2 = jax.random.split(key)
+    g = handlers.seed(handlers.substitute(guide, data=dict(params)), k1)
+    gtr = handlers.trace(g).get_trace(*args, **kwargs)
+    latents = {s["name"]: s["value"] for s in sample_sites(gtr, observed=False)}
+    m = handlers.seed(handlers.condition(handlers.substitute(model, data=dict(params)), latents), k2)
+    mtr = handlers.trace(m).get_trace(*args, **kwargs)
+    bad = []
+    for where, tr in (("guide", gtr), ("model", mtr)):
+        for s in sample_sites(tr):
+            try:
+                ok = bool(jnp.isfinite(site_log_prob(s)))
+            except Exception:  # a shape error is reported elsewhere
+                ok = True
+            if not ok:
+                bad.append(f"{s['name']} ({where})")
+    return tuple(bad)
+
+
+def fit(
+    model: Callable,
+    *model_args: Any,
+    guide: Callable | None = None,
+    objective: Objective | str = "elbo",
+    optimizer: optax.GradientTransformation | None = None,
+    num_steps: int = 1000,
+    key: Any = 0,
+    progress: bool = True,
+    estimators: Mapping[str, Any] | None = None,
+    max_rejections: int = 20,
+    chunk_size: int | None = None,
+    init_params: Mapping[str, Any] | None = None,
+    **model_kwargs: Any,
+) -> FitResult:
+    """Fit a guide to a NumPyro model by maximizing a variational objective.
+
+    Each step estimates grad L(theta) with the objective's transformation (unbiased for any
+    mix of per-site strategies) and takes an optax step on the unconstrained parameters.
+
+    Args:
+        model: a NumPyro model.
+        *model_args: positional arguments of the model (and guide).
+        guide: a NumPyro guide; ``None`` builds ``AutoNormal(model)``.
+        objective: an objective from :mod:`vi_ext.objectives`, a user-written one, or a
+            registered name (``"elbo"``). Default: the ELBO with one particle.
+        optimizer: an optax ``GradientTransformation``; default ``optax.adam(1e-2)``.
+            Learning-rate schedules come from optax.
+        num_steps: number of optimizer steps (> 0).
+        key: an int seed or a JAX key. The same key gives the same fit, bit for bit.
+        progress: show a tqdm progress bar with the running loss.
+        estimators: site name -> gradient strategy (see :mod:`vi_ext.estimators`).
+        max_rejections: stop after this many consecutive non-finite steps.
+        chunk_size: steps per compiled ``lax.scan`` chunk (default: about 1% of num_steps,
+            at most 1000).
+        init_params: constrained initial values for some or all params.
+        **model_kwargs: keyword arguments of the model (and guide), e.g. observations.
+
+    Returns:
+        a :class:`~vi_ext.result.FitResult`.
+
+    Raises:
+        ArgumentError: a bad argument, before anything is compiled.
+        SiteError: a site-level problem (a discrete latent with no strategy, a guide missing a
+            model site, mismatched shapes), naming the site.
+        NonFiniteError: ``max_rejections`` consecutive steps had a non-finite loss or
+            gradient; it carries the last good parameters.
+
+    Example:
+        >>> import vi_ext as vx
+        >>> from models import eight_schools
+        >>> res = vx.fit(eight_schools.model, num_steps=2000, **eight_schools.data())
+        >>> res.summary()
+    """
+    _validate(model, guide, num_steps, optimizer, progress, max_rejections, chunk_size)
+    objective = _objectives.get(objective)
+    estimators = check_estimators(estimators)
+    key = as_key(key)
+    num_steps = int(num_steps)
+    k_init, k_fit = jax.random.split(key)
+
+    if guide is None:
+        check_no_discrete_latents(model, model_args, model_kwargs, k_init)
+        guide = AutoNormal(model)
+    optimizer = optimizer if optimizer is not None else optax.adam(DEFAULT_LEARNING_RATE)
+
+    values, cons = param_sites(model, guide, model_args, model_kwargs, k_init)
+    if init_params:
+        unknown = set(init_params) - set(values)
+        if unknown:
+            raise ArgumentError(
+                "init_params", f"no param site named {sorted(unknown)}; params: {sorted(values)}."
+            )
+        values.update({k: jnp.asarray(v) for k, v in init_params.items()})
+    if not values:
+        raise ArgumentError(
+            "guide", "the guide and model have no numpyro.param sites: there is nothing to fit."
+        )
+    u0 = unconstrain(values, cons)
+
+    surrogate = surrogate_fn(objective, model, guide, model_args, model_kwargs, estimators)
+
+    def negative_surrogate(u, k):
+        sur, value = surrogate(constrain(u, cons), k)
+        return -sur, -value
+
+    def loss_and_grad(u, k):
+        (_, loss), grads = jax.value_and_grad(negative_surrogate, has_aux=True)(u, k)
+        return loss, grads
+
+    step = make_step(loss_and_grad, optimizer)
+    chunk = chunk_size or max(1, min(1000, math.ceil(num_steps / 100)))
+    chunk = min(chunk, num_steps)
+
+    @jax.jit
+    def run_chunk(state: FitState, active: jax.Array):
+        return jax.lax.scan(step, state, active)
+
+    state = FitState(
+        params=u0,
+        opt_state=optimizer.init(u0),
+        key=k_fit,
+        step=jnp.array(0, jnp.int32),
+        num_rejected=jnp.array(0, jnp.int32),
+        consecutive_rejected=jnp.array(0, jnp.int32),
+        first_rejected_step=jnp.array(-1, jnp.int32),
+        run_start_step=jnp.array(-1, jnp.int32),
+        run_start_key=k_fit,
+    )
+    losses = np.empty(num_steps, dtype=np.float64)
+    done = 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=num_steps, disable=not progress, desc=f"fit ({objective.name})",
+               dynamic_ncols=True)
+    try:
+        while done < num_steps:
+            n = min(chunk, num_steps - done)
+            active = jnp.arange(chunk) < n
+            new_state, chunk_losses = run_chunk(state, active)
+            chunk_losses = np.asarray(chunk_losses)[:n]
+            losses[done : done + n] = chunk_losses
+            done += n
+            if int(new_state.consecutive_rejected) >= max_rejections:
+                _raise_nonfinite(new_state, cons, model, guide, model_args, model_kwargs,
+                                 max_rejections, objective, losses[:done], done)
+            state = new_state
+            finite = chunk_losses[np.isfinite(chunk_losses)]
+            if progress and finite.size:
+                bar.set_postfix(loss=f"{float(np.mean(finite)):.4g}", refresh=False)
+            bar.update(n)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+
+    num_rejected = int(state.num_rejected)
+    if num_rejected:
+        warnings.warn(
+            f"fit rejected {num_rejected} of {num_steps} steps whose loss or gradient was "
+            f"non-finite (first at step {int(state.first_rejected_step)}); parameters were left "
+            "unchanged at those steps. A smaller learning rate or a non-centered "
+            "parameterization usually helps.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return FitResult(
+        model=model,
+        guide=guide,
+        params=constrain(state.params, cons),
+        losses=losses,
+        state=state,
+        objective=objective,
+        model_args=model_args,
+        model_kwargs=model_kwargs,
+        estimators=estimators,
+        constraints=cons,
+        seconds=seconds,
+    )
+
+
+def _raise_nonfinite(state, cons, model, guide, args, kwargs, max_rejections, objective, losses,
+                     done):
+    params = constrain(state.params, cons)
+    step = int(state.run_start_step)
+    sites = nonfinite_sites(model, guide, params, args, kwargs, state.run_start_key)
+    where = (
+        f" The log density was non-finite at: {', '.join(sites)}."
+        if sites
+        else " Every site's log density was finite there, so the gradient was at fault."
+    )
+    partial = FitResult(
+        model=model, guide=guide, params=params, losses=losses, state=state, objective=objective,
+        model_args=args, model_kwargs=kwargs, estimators={}, constraints=cons, seconds=float("nan"),
+    )
+    raise NonFiniteError(
+        f"fit stopped after {max_rejections} consecutive steps with a non-finite loss or "
+        f"gradient, starting at step {step} (of {done} run).{where} The parameters were left "
+        "at their last good values (error.last_good_params, error.result). To fix: lower the "
+        "learning rate, use a non-centered parameterization, tighten heavy-tailed priors, or "
+        "raise max_rejections if the failures are rare.",
+        step=step,
+        sites=sites,
+        last_good_params=params,
+        result=partial,
+    )

@@ -1,0 +1,68 @@
+"""The parameter store: initial values of ``numpyro.param`` sites and their constraints.
+
+Optimizers work on unconstrained values u; programs see constrained values
+theta = T_c(u), with T_c = ``numpyro.distributions.transforms.biject_to(c)`` for the site's
+constraint c (the same convention as NumPyro's SVI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
+
+from vi_ext.keys import as_key
+
+
+def param_sites(
+    model: Callable, guide: Callable, args: tuple, kwargs: dict, key: Any = 0
+) -> tuple[dict[str, jax.Array], dict[str, Any]]:
+    """Initial constrained values and constraints of every param site of guide and model.
+
+    The guide runs first (autoguides set themselves up on that call); the model then runs
+    with the guide's latent values substituted, as NumPyro's ``SVI.init`` does.
+
+    Returns:
+        (values, constraints), both keyed by param name.
+    """
+    k_guide, k_model = jax.random.split(as_key(key))
+    guide_trace = handlers.trace(handlers.seed(guide, k_guide)).get_trace(*args, **kwargs)
+    latents = {
+        n: s["value"]
+        for n, s in guide_trace.items()
+        if s["type"] == "sample" and not s.get("is_observed")
+    }
+    model_fn = handlers.substitute(handlers.seed(model, k_model), data=latents)
+    model_trace = handlers.trace(model_fn).get_trace(*args, **kwargs)
+    values, cons = {}, {}
+    for tr in (guide_trace, model_trace):
+        for name, site in tr.items():
+            if site["type"] == "param" and name not in values:
+                values[name] = site["value"]
+                cons[name] = site["kwargs"].get("constraint", constraints.real)
+    return values, cons
+
+
+def init_params(model: Callable, guide: Callable, *args: Any, key: Any = 0, **kwargs: Any):
+    """Initial constrained parameters of guide and model, keyed like NumPyro's param store.
+
+    Use it to call :func:`vi_ext.estimate` directly::
+
+        params = vx.init_params(model, guide, *args, key=0, **kwargs)
+        value, grads = vx.estimate(vx.objectives.elbo(), model, guide, params, *args)
+    """
+    return param_sites(model, guide, args, kwargs, key)[0]
+
+
+def constrain(unconstrained: Mapping[str, jax.Array], cons: Mapping[str, Any]) -> dict:
+    """theta = T_c(u) for every param."""
+    return {n: biject_to(cons[n])(u) for n, u in unconstrained.items()}
+
+
+def unconstrain(values: Mapping[str, jax.Array], cons: Mapping[str, Any]) -> dict:
+    """u = T_c^{-1}(theta) for every param."""
+    return {n: biject_to(cons[n]).inv(v) for n, v in values.items()}

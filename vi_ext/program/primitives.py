@@ -1,0 +1,181 @@
+"""The primitives of the objective language.
+
+An objective is a Python function ``program(model, guide, *args, **kwargs) -> estimate``
+written with these primitives; its expected value is the objective, and
+:func:`vi_ext.estimate` derives an unbiased estimator of that value's gradient.
+
+- :func:`sim` runs the guide, drawing every latent site with its gradient strategy, and returns
+  the choices and the guide's log density at them.
+- :func:`density` is the model's log joint at given choices (observations included).
+- :func:`particles` runs a sub-program ``K`` times independently, vectorized.
+- :func:`logmeanexp` is ``log(mean(exp(x)))``, computed stably.
+
+Example (the ELBO, E_q[log p(x, z) - log q(z)])::
+
+    from vi_ext.program import sim, density, expectation
+
+    @expectation
+    def my_elbo(model, guide, *args, **kwargs):
+        q = sim(guide, *args, **kwargs)
+        return density(model, q, *args, **kwargs) - q.log_density
+
+Reference for the semantics: Lew et al., "ADEV: Sound Automatic Differentiation of Expected
+Values of Probabilistic Programs", POPL 2023; Becker et al., "Probabilistic Programming with
+Programmable Variational Inference", PLDI 2024.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+from numpyro import handlers
+from numpyro.primitives import Messenger
+
+from vi_ext.errors import SiteError
+from vi_ext.estimators.base import Site, is_strategy
+from vi_ext.estimators.defaults import default_strategy
+from vi_ext.program.context import Frame, current_frame
+from vi_ext.program.sites import sample_sites, site_log_prob
+
+
+class Choices(NamedTuple):
+    """The result of :func:`sim`.
+
+    Attributes:
+        values: latent site name -> value drawn by the guide.
+        log_density: log q(values), the guide's log density at its own draws (a scalar).
+    """
+
+    values: dict[str, jax.Array]
+    log_density: jax.Array
+
+
+class _StrategyMessenger(Messenger):
+    """Draws each latent guide site with its strategy (per-call choice, guide choice, default)."""
+
+    def __init__(self, fn: Callable, frame: Frame):
+        self.frame = frame
+        super().__init__(fn)
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] != "sample" or msg.get("is_observed") or msg["value"] is not None:
+            return
+        name = msg["name"]
+        site = Site(
+            name=name,
+            fn=msg["fn"],
+            sample_shape=tuple(msg["kwargs"].get("sample_shape", ()) or ()),
+            infer=dict(msg.get("infer") or {}),
+        )
+        strategy = self.frame.estimators.get(name) or site.infer.get("estimator")
+        if strategy is None:
+            strategy = default_strategy(site)
+        elif not is_strategy(strategy):
+            raise SiteError(
+                name,
+                f"the estimator {strategy!r} does not follow the strategy protocol (a `name` "
+                "string and a `sample(site, key)` method); build one with a factory of "
+                "vx.estimators.",
+            )
+        self.frame.visited_sites.add(name)
+        msg["value"] = strategy.sample(site, self.frame.next_key())
+
+
+def sim(guide: Callable, *args: Any, **kwargs: Any) -> Choices:
+    """Run the guide once; every latent site is drawn with its gradient strategy.
+
+    Args:
+        guide: a NumPyro guide (any autoguide or hand-written function).
+        *args, **kwargs: the guide's arguments.
+
+    Returns:
+        :class:`Choices` with the latent values and log q(values).
+    """
+    frame = current_frame("sim")
+    fn = handlers.substitute(guide, data=frame.params)
+    fn = _StrategyMessenger(fn, frame)
+    fn = handlers.seed(fn, rng_seed=frame.next_key())
+    trace = handlers.trace(fn).get_trace(*args, **kwargs)
+    values = {s["name"]: s["value"] for s in sample_sites(trace, observed=False)}
+    log_q = sum((site_log_prob(s) for s in sample_sites(trace, observed=False)), jnp.zeros(()))
+    return Choices(values, log_q)
+
+
+def density(
+    model: Callable, choices: Choices | Mapping[str, Any], *args: Any, **kwargs: Any
+) -> jax.Array:
+    """The model's log joint density log p(x, z) at latent values ``choices``.
+
+    Observed sites contribute their likelihood; plate subsampling scales apply.
+
+    Args:
+        model: a NumPyro model.
+        choices: the result of :func:`sim`, or a dict site name -> value.
+        *args, **kwargs: the model's arguments (observations included).
+
+    Raises:
+        SiteError: the model samples a latent site that ``choices`` lacks, or a value's shape
+            does not match the model's distribution at that site.
+    """
+    frame = current_frame("density")
+    values = dict(choices.values if isinstance(choices, Choices) else choices)
+    fn = handlers.substitute(model, data=frame.params)
+    fn = handlers.condition(fn, data=values)
+    fn = handlers.seed(fn, rng_seed=frame.next_key())
+    trace = handlers.trace(fn).get_trace(*args, **kwargs)
+    total = jnp.zeros(())
+    for s in sample_sites(trace):
+        name = s["name"]
+        if name in values:
+            total = total + site_log_prob(s, check_shape=True)
+        elif s.get("is_observed"):
+            total = total + site_log_prob(s)
+        else:
+            raise SiteError(
+                name,
+                "the model samples this latent site but the guide does not provide it. Add "
+                f"numpyro.sample('{name}', ...) to the guide, or use an autoguide "
+                "(guide=None builds AutoNormal).",
+            )
+    return total
+
+
+def particles(num_particles: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``fn(*args, **kwargs)`` ``num_particles`` times independently, vectorized.
+
+    Each run draws its own random keys; outputs are stacked along a new leading axis of size
+    ``num_particles``. Estimates that combine the runs (a mean, :func:`logmeanexp`) stay
+    differentiable through every particle.
+
+    Args:
+        num_particles: K >= 1.
+        fn: the sub-program to repeat.
+    """
+    if not isinstance(num_particles, int) or num_particles < 1:
+        raise ValueError(f"particles(): num_particles must be an int >= 1, got {num_particles!r}")
+    parent = current_frame("particles")
+    keys = jax.random.split(parent.next_key(), num_particles)
+    children: list[Frame] = []
+
+    def one(key):
+        child = parent.child(key)
+        with child:
+            out = fn(*args, **kwargs)
+        children.append(child)
+        return out, child.records
+
+    outs, records = jax.vmap(one)(keys)
+    for child in children[-1:]:
+        parent.visited_sites |= child.visited_sites
+    parent.records.extend(records)
+    return outs
+
+
+def logmeanexp(x: jax.Array, axis: int = 0) -> jax.Array:
+    """log(mean(exp(x))) along ``axis``, computed stably with logsumexp."""
+    x = jnp.asarray(x)
+    return logsumexp(x, axis=axis) - jnp.log(x.shape[axis])

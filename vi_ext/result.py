@@ -1,0 +1,135 @@
+"""FitResult: what fit() returns, and what users do with a fitted guide."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpyro import handlers
+from numpyro.infer import Predictive
+
+from vi_ext.keys import as_key
+from vi_ext.program.sites import sample_sites
+
+
+@dataclass
+class FitResult:
+    """The outcome of :func:`vi_ext.fit`.
+
+    Attributes:
+        params: fitted constrained parameters, keyed like NumPyro's param store.
+        losses: numpy array of per-step losses (-objective estimates); NaN or inf marks a
+            rejected step.
+        guide: the fitted guide (use it with ``params``).
+        state: the final :class:`~vi_ext.fit.FitState` (unconstrained params, optimizer state,
+            key, step counters).
+        objective: the objective that was maximized.
+        model, model_args, model_kwargs: what was fitted.
+        seconds: wall time of the optimization loop, compilation included.
+    """
+
+    model: Callable
+    guide: Callable
+    params: dict
+    losses: np.ndarray
+    state: Any
+    objective: Any
+    model_args: tuple = ()
+    model_kwargs: dict = field(default_factory=dict)
+    estimators: Mapping[str, Any] = field(default_factory=dict)
+    constraints: Mapping[str, Any] = field(default_factory=dict)
+    seconds: float = float("nan")
+
+    @property
+    def num_rejected(self) -> int:
+        """Number of steps rejected for a non-finite loss or gradient."""
+        return int(self.state.num_rejected)
+
+    def site_names(self) -> list[str]:
+        """Names of the model's latent and deterministic sites, in execution order."""
+        g = handlers.seed(handlers.substitute(self.guide, data=self.params), 0)
+        gtr = handlers.trace(g).get_trace(*self.model_args, **self.model_kwargs)
+        latents = {s["name"]: s["value"] for s in sample_sites(gtr, observed=False)}
+        m = handlers.seed(handlers.substitute(self.model, data=latents), 0)
+        mtr = handlers.trace(m).get_trace(*self.model_args, **self.model_kwargs)
+        return [
+            n
+            for n, s in mtr.items()
+            if (s["type"] == "sample" and not s.get("is_observed")) or s["type"] == "deterministic"
+        ]
+
+    def sample(self, num_samples: int = 1000, key: Any = 0) -> dict[str, np.ndarray]:
+        """Draws from the fitted guide, pushed through the model.
+
+        Returns:
+            dict: every latent and deterministic site of the model -> array
+            ``[num_samples, ...]``.
+        """
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"sample(): num_samples must be an int >= 1, got {num_samples!r}")
+        names = self.site_names()
+        pred = Predictive(
+            self.model,
+            guide=self.guide,
+            params=self.params,
+            num_samples=num_samples,
+            return_sites=names,
+            parallel=True,
+        )
+        out = pred(as_key(key), *self.model_args, **self.model_kwargs)
+        return {n: np.asarray(out[n]) for n in names if n in out}
+
+    def predictive(self, num_samples: int = 1000, **kwargs: Any) -> Predictive:
+        """NumPyro's ``Predictive`` for the fitted guide and parameters.
+
+        Call it with a key and the model's arguments; pass observations as ``None`` to get
+        posterior-predictive draws::
+
+            pred = res.predictive(num_samples=500)
+            draws = pred(jax.random.key(1), X_new, y=None)
+        """
+        return Predictive(
+            self.model, guide=self.guide, params=self.params, num_samples=num_samples, **kwargs
+        )
+
+    def to_arviz(self, num_samples: int = 1000, key: Any = 0):
+        """Draws from the guide as ArviZ data (one chain).
+
+        Returns an ``InferenceData`` on ArviZ 0.x and a ``DataTree`` on ArviZ 1.x.
+        """
+        import arviz as az
+
+        posterior = {k: v[None] for k, v in self.sample(num_samples, key).items()}
+        major = int(az.__version__.split(".")[0])
+        if major >= 1:
+            return az.from_dict({"posterior": posterior})
+        return az.from_dict(posterior=posterior)
+
+    def summary(self, num_samples: int = 1000, key: Any = 0, **kwargs: Any):
+        """An ArviZ posterior summary (mean, sd, HDI) of guide draws, as a DataFrame."""
+        import arviz as az
+
+        kwargs.setdefault("kind", "stats")
+        return az.summary(self.to_arviz(num_samples, key), **kwargs)
+
+    def plot(self, path: str | None = None, smooth: int | None = None) -> str | None:
+        """Plot the loss curve (raw and smoothed); save to ``path`` as PNG when given.
+
+        Returns the path written, or None. Needs matplotlib (the ``examples`` extra).
+        """
+        from vi_ext.plots import plot_losses
+
+        return plot_losses(self.losses, path=path, smooth=smooth, title=self.objective.name)
+
+    def __repr__(self) -> str:
+        last = self.losses[np.isfinite(self.losses)][-min(100, len(self.losses)) :]
+        final = f"{np.mean(last):.4g}" if last.size else "nan"
+        return (
+            f"FitResult(objective={self.objective.name!r}, steps={len(self.losses)}, "
+            f"final_loss={final}, params={sorted(self.params)}, "
+            f"rejected={self.num_rejected}, seconds={self.seconds:.2f})"
+        )
+
+
