@@ -187,6 +187,98 @@ def nonfinite_sites(
     return tuple(bad)
 
 
+class Fitter(NamedTuple):
+    """A compiled fit, before the loop: what :func:`fit` runs, exposed for reuse.
+
+    Attributes:
+        init_state: the :class:`FitState` at step 0.
+        run_chunk: jit-compiled ``(state, active) -> (state, losses)``; runs ``len(active)``
+            steps in one ``lax.scan`` (steps with ``active=False`` change nothing).
+        loss_and_grad: ``(u, key) -> (loss, grads)`` on unconstrained params, not jitted.
+        guide, objective, constraints, estimators: the resolved inputs.
+    """
+
+    init_state: FitState
+    run_chunk: Callable[[FitState, jax.Array], tuple[FitState, jax.Array]]
+    loss_and_grad: Callable[[dict, jax.Array], tuple[jax.Array, dict]]
+    guide: Callable
+    objective: Objective
+    constraints: dict
+    estimators: dict
+
+
+def build(
+    model: Callable,
+    *model_args: Any,
+    guide: Callable | None = None,
+    objective: Objective | str = "elbo",
+    optimizer: optax.GradientTransformation | None = None,
+    key: Any = 0,
+    estimators: Mapping[str, Any] | None = None,
+    init_params: Mapping[str, Any] | None = None,
+    **model_kwargs: Any,
+) -> Fitter:
+    """Resolve fit's inputs, initialize parameters, and build the compiled step function.
+
+    Arguments are those of :func:`fit`. Nothing is compiled until ``run_chunk`` is first
+    called.
+    """
+    objective = _objectives.get(objective)
+    estimators = check_estimators(estimators)
+    key = as_key(key)
+    k_init, k_fit = jax.random.split(key)
+
+    if guide is None:
+        check_no_discrete_latents(model, model_args, model_kwargs, k_init)
+        guide = AutoNormal(model)
+    optimizer = optimizer if optimizer is not None else optax.adam(DEFAULT_LEARNING_RATE)
+
+    values, cons = param_sites(model, guide, model_args, model_kwargs, k_init)
+    if init_params:
+        unknown = set(init_params) - set(values)
+        if unknown:
+            raise ArgumentError(
+                "init_params", f"no param site named {sorted(unknown)}; params: {sorted(values)}."
+            )
+        values.update({k: jnp.asarray(v) for k, v in init_params.items()})
+    if not values:
+        raise ArgumentError(
+            "guide", "the guide and model have no numpyro.param sites: there is nothing to fit."
+        )
+    u0 = unconstrain(values, cons)
+
+    surrogate = surrogate_fn(objective, model, guide, model_args, model_kwargs, estimators)
+
+    def negative_surrogate(u, k):
+        sur, value = surrogate(constrain(u, cons), k)
+        return -sur, -value
+
+    def loss_and_grad(u, k):
+        (_, loss), grads = jax.value_and_grad(negative_surrogate, has_aux=True)(u, k)
+        return loss, grads
+
+    step = make_step(loss_and_grad, optimizer)
+
+    @jax.jit
+    def run_chunk(state: FitState, active: jax.Array):
+        return jax.lax.scan(step, state, active)
+
+    state = FitState(
+        params=u0,
+        opt_state=optimizer.init(u0),
+        key=k_fit,
+        step=jnp.array(0, jnp.int32),
+        num_rejected=jnp.array(0, jnp.int32),
+        consecutive_rejected=jnp.array(0, jnp.int32),
+        first_rejected_step=jnp.array(-1, jnp.int32),
+        run_start_step=jnp.array(-1, jnp.int32),
+        run_start_key=k_fit,
+    )
+    # strong dtypes everywhere, so that the carry keeps one type and run_chunk compiles once
+    state = jax.tree_util.tree_map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype), state)
+    return Fitter(state, run_chunk, loss_and_grad, guide, objective, cons, estimators)
+
+
 def fit(
     model: Callable,
     *model_args: Any,
@@ -242,60 +334,15 @@ def fit(
         >>> res.summary()
     """
     _validate(model, guide, num_steps, optimizer, progress, max_rejections, chunk_size)
-    objective = _objectives.get(objective)
-    estimators = check_estimators(estimators)
-    key = as_key(key)
     num_steps = int(num_steps)
-    k_init, k_fit = jax.random.split(key)
-
-    if guide is None:
-        check_no_discrete_latents(model, model_args, model_kwargs, k_init)
-        guide = AutoNormal(model)
-    optimizer = optimizer if optimizer is not None else optax.adam(DEFAULT_LEARNING_RATE)
-
-    values, cons = param_sites(model, guide, model_args, model_kwargs, k_init)
-    if init_params:
-        unknown = set(init_params) - set(values)
-        if unknown:
-            raise ArgumentError(
-                "init_params", f"no param site named {sorted(unknown)}; params: {sorted(values)}."
-            )
-        values.update({k: jnp.asarray(v) for k, v in init_params.items()})
-    if not values:
-        raise ArgumentError(
-            "guide", "the guide and model have no numpyro.param sites: there is nothing to fit."
-        )
-    u0 = unconstrain(values, cons)
-
-    surrogate = surrogate_fn(objective, model, guide, model_args, model_kwargs, estimators)
-
-    def negative_surrogate(u, k):
-        sur, value = surrogate(constrain(u, cons), k)
-        return -sur, -value
-
-    def loss_and_grad(u, k):
-        (_, loss), grads = jax.value_and_grad(negative_surrogate, has_aux=True)(u, k)
-        return loss, grads
-
-    step = make_step(loss_and_grad, optimizer)
+    fitter = build(model, *model_args, guide=guide, objective=objective, optimizer=optimizer,
+                   key=key, estimators=estimators, init_params=init_params, **model_kwargs)
+    objective, guide, cons = fitter.objective, fitter.guide, fitter.constraints
+    estimators = fitter.estimators
     chunk = chunk_size or max(1, min(1000, math.ceil(num_steps / 100)))
     chunk = min(chunk, num_steps)
-
-    @jax.jit
-    def run_chunk(state: FitState, active: jax.Array):
-        return jax.lax.scan(step, state, active)
-
-    state = FitState(
-        params=u0,
-        opt_state=optimizer.init(u0),
-        key=k_fit,
-        step=jnp.array(0, jnp.int32),
-        num_rejected=jnp.array(0, jnp.int32),
-        consecutive_rejected=jnp.array(0, jnp.int32),
-        first_rejected_step=jnp.array(-1, jnp.int32),
-        run_start_step=jnp.array(-1, jnp.int32),
-        run_start_key=k_fit,
-    )
+    run_chunk = fitter.run_chunk
+    state = fitter.init_state
     losses = np.empty(num_steps, dtype=np.float64)
     done = 0
     t0 = time.perf_counter()
