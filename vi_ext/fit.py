@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 import optax
 from numpyro import handlers
 from numpyro.infer.autoguide import AutoNormal
@@ -169,6 +170,11 @@ def nonfinite_sites(
 
     Runs outside jit, once, to explain a rejected step.
     """
+    with numpyro.validation_enabled(False):
+        return _nonfinite_sites(model, guide, params, args, kwargs, key)
+
+
+def _nonfinite_sites(model, guide, params, args, kwargs, key):
     k1, k2 = jax.random.split(key)
     g = handlers.seed(handlers.substitute(guide, data=dict(params)), k1)
     gtr = handlers.trace(g).get_trace(*args, **kwargs)

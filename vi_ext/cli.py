@@ -1,0 +1,161 @@
+"""The ``vi-ext`` command.
+
+    vi-ext demo                                   fit the bundled eight-schools model
+    vi-ext fit models.eight_schools --steps 2000 --objective elbo
+    vi-ext fit models.eight_schools:centered      pick a model function of the module
+    vi-ext fit path/to/my_model.py                a file that defines model() and data()
+
+A model module defines ``model`` (a NumPyro model) and ``data()``, which returns the model's
+keyword arguments (observations included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+DESCRIPTION = """\
+Fit a NumPyro model with variational inference and print a posterior summary.
+
+A MODEL is a module (models.eight_schools), optionally with a function name after a colon
+(models.eight_schools:centered), or a .py file. The module must define `model` (or the named
+function) and `data()`, returning the model's keyword arguments (observations included).
+"""
+
+EPILOG = """\
+examples:
+  vi-ext demo
+  vi-ext fit models.eight_schools --steps 2000 --objective elbo
+  vi-ext fit models.eight_schools:centered --steps 5000 --lr 0.005
+  vi-ext fit models.logistic_regression --plot out/loss.png
+"""
+
+
+def load_model(spec: str):
+    """(model function, data kwargs, module) from 'pkg.module[:function]' or 'file.py[:fn]'."""
+    target, _, fn_name = spec.partition(":")
+    module: ModuleType
+    if target.endswith(".py"):
+        if not os.path.exists(target):
+            raise SystemExit(f"vi-ext: model file '{target}' does not exist")
+        mspec = importlib.util.spec_from_file_location("vi_ext_user_model", target)
+        module = importlib.util.module_from_spec(mspec)
+        mspec.loader.exec_module(module)
+    else:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as e:
+            raise SystemExit(
+                f"vi-ext: cannot import model module '{target}' ({e}). Use a module path such "
+                "as models.eight_schools, or a .py file."
+            ) from None
+    name = fn_name or "model"
+    model = getattr(module, name, None)
+    if not callable(model):
+        raise SystemExit(f"vi-ext: '{target}' has no model function '{name}'")
+    data_fn = getattr(module, "data", None)
+    kwargs = data_fn() if callable(data_fn) else {}
+    return model, kwargs, module
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vi-ext",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp, steps):
+        sp.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default {steps})")
+        sp.add_argument("--objective", default="elbo",
+                        help="objective name (default elbo); see vi_ext.objectives.REGISTRY")
+        sp.add_argument("--lr", type=float, default=None,
+                        help="Adam learning rate (default 0.01)")
+        sp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        sp.add_argument("--samples", type=int, default=2000,
+                        help="guide draws for the summary (default 2000)")
+        sp.add_argument("--plot", default=None, metavar="PNG",
+                        help="where to write the loss curve (default vi_ext_output/<model>_loss.png)")
+        sp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    f = sub.add_parser("fit", help="fit a model and print its posterior summary",
+                       description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    f.add_argument("model", metavar="MODEL", help="e.g. models.eight_schools")
+    common(f, 2000)
+    d = sub.add_parser("demo", help="fit the bundled eight-schools model (non-centered)",
+                       description="Fit models.eight_schools with the ELBO, print an ArviZ "
+                       "summary and write the loss curve to a PNG.")
+    common(d, 2000)
+    return p
+
+
+def run_fit(spec: str, args: argparse.Namespace) -> int:
+    import optax
+
+    import vi_ext as vx
+
+    model, kwargs, _ = load_model(spec)
+    optimizer = optax.adam(args.lr) if args.lr is not None else None
+    print(f"vi-ext: fitting {spec} with objective '{args.objective}' for {args.steps} steps")
+    try:
+        res = vx.fit(model, objective=args.objective, optimizer=optimizer, num_steps=args.steps,
+                     key=args.seed, progress=not args.no_progress, **kwargs)
+    except vx.VIError as e:
+        print(f"vi-ext: {e}", file=sys.stderr)
+        return 2
+    print(res)
+    with _pandas_wide():
+        print(res.summary(num_samples=args.samples, key=args.seed))
+    stem = spec.replace(":", "_").replace("/", "_").replace(".py", "").split(".")[-1]
+    path = args.plot or os.path.join("vi_ext_output", f"{stem}_loss.png")
+    try:
+        written = res.plot(path)
+        print(f"loss curve written to {os.path.abspath(written)}")
+    except ImportError:
+        print("vi-ext: matplotlib is not installed (pip install 'vi_ext[examples]'); no plot")
+    return 0
+
+
+class _pandas_wide:
+    def __enter__(self):
+        try:
+            import pandas as pd
+
+            self._ctx = pd.option_context("display.max_rows", 200, "display.width", 120)
+            self._ctx.__enter__()
+        except ImportError:
+            self._ctx = None
+
+    def __exit__(self, *exc):
+        if self._ctx is not None:
+            self._ctx.__exit__(*exc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vi-ext`` console script."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module="arviz")
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    if args.steps <= 0:
+        print("vi-ext: --steps must be positive", file=sys.stderr)
+        return 2
+    spec = args.model if args.command == "fit" else "models.eight_schools"
+    return run_fit(spec, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
