@@ -1,0 +1,12 @@
+"""Example NumPyro models with their small bundled data.
+
+Every module defines one or more model functions, ``model`` (its default model) and
+``data()``, which returns the default model's keyword arguments, observations included::
+
+    from models import eight_schools
+    eight_schools.model(**eight_schools.data())
+
+- :mod:`models.eight_schools`: Rubin's eight schools, centered and non-centered.
+- :mod:`models.logistic_regression`: Bayesian logistic regression on the Wisconsin
+  breast-cancer data (569 x 30).
+"""
