@@ -85,22 +85,26 @@ def make_step(
     def step(state: FitState, active: jax.Array):
         key, sub = jax.random.split(state.key)
         loss, grads = loss_and_grad(state.params, sub)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        new_params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & _all_finite(grads)
         accept = active & finite
         reject = active & ~finite
 
-        def pick(new, old):
-            return jax.tree_util.tree_map(lambda a, b: jnp.where(accept, a, b), new, old)
+        def update(_):
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            return optax.apply_updates(state.params, updates), opt_state
 
+        def keep(_):
+            return state.params, state.opt_state
+
+        # a branch, not a select: rejected steps skip the update, accepted ones pay nothing
+        params, opt_state = jax.lax.cond(accept, update, keep, None)
         starts_run = reject & (state.consecutive_rejected == 0)
         new_state = FitState(
-            params=pick(new_params, state.params),
-            opt_state=pick(opt_state, state.opt_state),
+            params=params,
+            opt_state=opt_state,
             key=jnp.where(active, key, state.key),
             step=state.step + active.astype(state.step.dtype),
-            num_rejected=state.num_rejected + reject,
+            num_rejected=state.num_rejected + reject.astype(jnp.int32),
             consecutive_rejected=jnp.where(
                 accept, 0, state.consecutive_rejected + reject.astype(jnp.int32)
             ),
