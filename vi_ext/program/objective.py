@@ -19,7 +19,9 @@ class Objective(NamedTuple):
     name: str = "objective"
 
 
-def expectation(program: Callable[..., Any] | None = None, *, name: str | None = None):
+def expectation(
+    program: Callable[..., Any] | None = None, *, name: str | None = None
+) -> Objective | Callable[[Callable[..., Any]], Objective]:
     """Mark a program as an expected value: its expectation is the objective.
 
     Usable as a decorator, with or without a name::
@@ -31,7 +33,8 @@ def expectation(program: Callable[..., Any] | None = None, *, name: str | None =
         def chi2(model, guide, *args, **kwargs): ...
 
     Returns:
-        an :class:`Objective`, accepted by :func:`vi_ext.estimate` and :func:`vi_ext.fit`.
+        An Objective, accepted by :func:`vi_ext.estimate` and :func:`vi_ext.fit` (or a
+        decorator that makes one, when called with only ``name``).
     """
 
     def wrap(fn: Callable[..., Any]) -> Objective:

@@ -90,7 +90,8 @@ def sim(guide: Callable, *args: Any, **kwargs: Any) -> Choices:
 
     Args:
         guide: a NumPyro guide (any autoguide or hand-written function).
-        *args, **kwargs: the guide's arguments.
+        *args: the guide's positional arguments.
+        **kwargs: the guide's keyword arguments.
 
     Returns:
         :class:`Choices` with the latent values and log q(values).
@@ -115,7 +116,8 @@ def density(
     Args:
         model: a NumPyro model.
         choices: the result of :func:`sim`, or a dict site name -> value.
-        *args, **kwargs: the model's arguments (observations included).
+        *args: the model's positional arguments.
+        **kwargs: the model's keyword arguments (observations included).
 
     Raises:
         SiteError: the model samples a latent site that ``choices`` lacks, or a value's shape

@@ -128,10 +128,12 @@ def estimate(
 
     Args:
         objective: an :class:`Objective` (e.g. ``vx.objectives.elbo()``) or its name.
-        model, guide: NumPyro model and guide.
+        model: a NumPyro model.
+        guide: a NumPyro guide for it.
         params: constrained parameter values keyed like NumPyro's param store
             (``vx.init_params`` gives initial ones).
-        *args, **kwargs: the model's and guide's arguments.
+        *args: positional arguments of model and guide.
+        **kwargs: keyword arguments of model and guide (observations included).
         key: an int seed or a JAX key.
         estimators: site name -> strategy, overriding the guide's ``infer={"estimator"}``
             and the defaults.
