@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(sp, steps):
-        sp.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default {steps})")
+        sp.add_argument("--steps", type=int, default=steps,
+                        help=f"optimizer steps (default {steps})")
         sp.add_argument("--objective", default="elbo",
                         help="objective name (default elbo); see vi_ext.objectives.REGISTRY")
         sp.add_argument("--lr", type=float, default=None,
@@ -84,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--samples", type=int, default=2000,
                         help="guide draws for the summary (default 2000)")
         sp.add_argument("--plot", default=None, metavar="PNG",
-                        help="where to write the loss curve (default vi_ext_output/<model>_loss.png)")
+                        help="where to write the loss curve "
+                        "(default vi_ext_output/<model>_loss.png)")
         sp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     f = sub.add_parser("fit", help="fit a model and print its posterior summary",

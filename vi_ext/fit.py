@@ -183,7 +183,8 @@ def _nonfinite_sites(model, guide, params, args, kwargs, key):
     g = handlers.seed(handlers.substitute(guide, data=dict(params)), k1)
     gtr = handlers.trace(g).get_trace(*args, **kwargs)
     latents = {s["name"]: s["value"] for s in sample_sites(gtr, observed=False)}
-    m = handlers.seed(handlers.condition(handlers.substitute(model, data=dict(params)), latents), k2)
+    m = handlers.substitute(model, data=dict(params))
+    m = handlers.seed(handlers.condition(m, latents), k2)
     mtr = handlers.trace(m).get_trace(*args, **kwargs)
     bad = []
     for where, tr in (("guide", gtr), ("model", mtr)):
@@ -243,7 +244,7 @@ def build(
         guide = AutoNormal(model)
     optimizer = optimizer if optimizer is not None else optax.adam(DEFAULT_LEARNING_RATE)
 
-    values, cons = param_sites(model, guide, model_args, model_kwargs, k_init)
+    values, cons = param_sites(model, guide, model_args, model_kwargs, k_init, estimators)
     if init_params:
         unknown = set(init_params) - set(values)
         if unknown:

@@ -19,18 +19,30 @@ from vi_ext.keys import as_key
 
 
 def param_sites(
-    model: Callable, guide: Callable, args: tuple, kwargs: dict, key: Any = 0
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    key: Any = 0,
+    estimators: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, jax.Array], dict[str, Any]]:
     """Initial constrained values and constraints of every param site of guide and model.
 
-    The guide runs first (autoguides set themselves up on that call); the model then runs
-    with the guide's latent values substituted, as NumPyro's ``SVI.init`` does.
+    The guide runs first, with each latent site drawn by its strategy (autoguides set
+    themselves up on that call, and params that strategies own, such as a learned baseline's,
+    are found); the model then runs with the guide's latent values substituted, as NumPyro's
+    ``SVI.init`` does.
 
     Returns:
         (values, constraints), both keyed by param name.
     """
-    k_guide, k_model = jax.random.split(as_key(key))
-    guide_trace = handlers.trace(handlers.seed(guide, k_guide)).get_trace(*args, **kwargs)
+    from vi_ext.program.context import Frame
+    from vi_ext.program.primitives import StrategyMessenger
+
+    k_guide, k_model, k_frame = jax.random.split(as_key(key), 3)
+    with Frame({}, k_frame, dict(estimators or {})) as frame:
+        guide_fn = handlers.seed(StrategyMessenger(guide, frame), k_guide)
+        guide_trace = handlers.trace(guide_fn).get_trace(*args, **kwargs)
     latents = {
         n: s["value"]
         for n, s in guide_trace.items()
@@ -47,7 +59,14 @@ def param_sites(
     return values, cons
 
 
-def init_params(model: Callable, guide: Callable, *args: Any, key: Any = 0, **kwargs: Any):
+def init_params(
+    model: Callable,
+    guide: Callable,
+    *args: Any,
+    key: Any = 0,
+    estimators: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> dict:
     """Initial constrained parameters of guide and model, keyed like NumPyro's param store.
 
     Use it to call :func:`vi_ext.estimate` directly::
@@ -55,7 +74,7 @@ def init_params(model: Callable, guide: Callable, *args: Any, key: Any = 0, **kw
         params = vx.init_params(model, guide, *args, key=0, **kwargs)
         value, grads = vx.estimate(vx.objectives.elbo(), model, guide, params, *args)
     """
-    return param_sites(model, guide, args, kwargs, key)[0]
+    return param_sites(model, guide, args, kwargs, key, estimators)[0]
 
 
 def constrain(unconstrained: Mapping[str, jax.Array], cons: Mapping[str, Any]) -> dict:

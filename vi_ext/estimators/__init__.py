@@ -6,6 +6,16 @@ site with ``estimators={"z": ...}`` or ``infer={"estimator": ...}`` in the guide
 
 from vi_ext.estimators.base import Site, Strategy, is_strategy
 from vi_ext.estimators.defaults import default_strategy
+from vi_ext.estimators.reinforce import Reinforce, reinforce
 from vi_ext.estimators.reparam import Reparam, reparam
 
-__all__ = ["Reparam", "Site", "Strategy", "default_strategy", "is_strategy", "reparam"]
+__all__ = [
+    "Reinforce",
+    "Reparam",
+    "Site",
+    "Strategy",
+    "default_strategy",
+    "is_strategy",
+    "reinforce",
+    "reparam",
+]

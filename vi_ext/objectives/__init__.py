@@ -11,11 +11,15 @@ from typing import Any
 
 from vi_ext.errors import ArgumentError
 from vi_ext.objectives.elbo import elbo
+from vi_ext.objectives.iwae import iwae
+from vi_ext.objectives.renyi import renyi
 from vi_ext.program.objective import Objective
 
 #: name -> factory called with no arguments when an objective is given by name.
 REGISTRY: dict[str, Callable[[], Objective]] = {
     "elbo": elbo,
+    "iwae": iwae,
+    "renyi": renyi,
 }
 
 
@@ -43,4 +47,4 @@ def get(objective: Any) -> Objective:
     )
 
 
-__all__ = ["REGISTRY", "Objective", "elbo", "get"]
+__all__ = ["REGISTRY", "Objective", "elbo", "get", "iwae", "renyi"]

@@ -38,7 +38,8 @@ from numpyro.primitives import Messenger
 from vi_ext.errors import SiteError
 from vi_ext.estimators.base import Site, is_strategy
 from vi_ext.estimators.defaults import default_strategy
-from vi_ext.program.context import Frame, current_frame
+from vi_ext.program.context import _STACK, Frame, current_frame
+from vi_ext.program.records import LogMeanExpRecord
 from vi_ext.program.sites import sample_sites, site_log_prob
 
 
@@ -54,7 +55,7 @@ class Choices(NamedTuple):
     log_density: jax.Array
 
 
-class _StrategyMessenger(Messenger):
+class StrategyMessenger(Messenger):
     """Draws each latent guide site with its strategy (per-call choice, guide choice, default)."""
 
     def __init__(self, fn: Callable, frame: Frame):
@@ -98,7 +99,7 @@ def sim(guide: Callable, *args: Any, **kwargs: Any) -> Choices:
     """
     frame = current_frame("sim")
     fn = handlers.substitute(guide, data=frame.params)
-    fn = _StrategyMessenger(fn, frame)
+    fn = StrategyMessenger(fn, frame)
     fn = handlers.seed(fn, rng_seed=frame.next_key())
     trace = handlers.trace(fn).get_trace(*args, **kwargs)
     values = {s["name"]: s["value"] for s in sample_sites(trace, observed=False)}
@@ -178,6 +179,12 @@ def particles(num_particles: int, fn: Callable[..., Any], *args: Any, **kwargs: 
 
 
 def logmeanexp(x: jax.Array, axis: int = 0) -> jax.Array:
-    """log(mean(exp(x))) along ``axis``, computed stably with logsumexp."""
+    """log(mean(exp(x))) along ``axis``, computed stably with logsumexp.
+
+    Inside a program it also records its input, so that leave-one-out baselines
+    (``reinforce(baseline="loo")``) can form each particle's learning signal.
+    """
     x = jnp.asarray(x)
+    if _STACK and axis == 0 and x.ndim == 1:
+        _STACK[-1].records.append(LogMeanExpRecord(x))
     return logsumexp(x, axis=axis) - jnp.log(x.shape[axis])

@@ -84,7 +84,9 @@ def surrogate_fn(
             )
         surrogate = value
         for record in frame.records:
-            surrogate = surrogate + record.surrogate_term(jax.lax.stop_gradient(value))
+            surrogate = surrogate + record.surrogate_term(
+                jax.lax.stop_gradient(value), frame.records
+            )
         return surrogate, jax.lax.stop_gradient(value)
 
     return f
