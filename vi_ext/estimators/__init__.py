@@ -6,15 +6,21 @@ site with ``estimators={"z": ...}`` or ``infer={"estimator": ...}`` in the guide
 
 from vi_ext.estimators.base import Site, Strategy, is_strategy
 from vi_ext.estimators.defaults import default_strategy
+from vi_ext.estimators.enum import Enum, enum
+from vi_ext.estimators.mvd import MVD, mvd
 from vi_ext.estimators.reinforce import Reinforce, reinforce
 from vi_ext.estimators.reparam import Reparam, reparam
 
 __all__ = [
+    "MVD",
+    "Enum",
     "Reinforce",
     "Reparam",
     "Site",
     "Strategy",
     "default_strategy",
+    "enum",
+    "mvd",
     "is_strategy",
     "reinforce",
     "reparam",

@@ -9,6 +9,10 @@ of REINFORCE sites, for example).
 
 Frames nest: :func:`vi_ext.program.particles` runs its body in a child frame per particle
 (vectorized with ``jax.vmap``) and hands the child's records back to the parent.
+
+Strategies that need the rest of the program (enumeration, measure-valued derivatives) file
+a *continuation request*; the transformation answers it by running the program again with
+the site's value fixed (``overrides``), see :mod:`vi_ext.program.transform`.
 """
 
 from __future__ import annotations
@@ -33,12 +37,22 @@ class Frame:
         estimators: per-site strategy overrides, site name -> strategy.
     """
 
-    def __init__(self, params: Mapping[str, Any], key: jax.Array, estimators: Mapping[str, Any]):
+    def __init__(
+        self,
+        params: Mapping[str, Any],
+        key: jax.Array,
+        estimators: Mapping[str, Any],
+        overrides: Mapping[str, Any] | None = None,
+        in_particles: bool = False,
+    ):
         self.params = dict(params)
         self.key = key
         self.estimators = dict(estimators)
+        self.overrides = dict(overrides or {})
+        self.in_particles = in_particles
         self._counter = 0
         self.records: list[Any] = []
+        self.requests: list[Any] = []
         self.visited_sites: set[str] = set()
 
     def next_key(self) -> jax.Array:
@@ -49,7 +63,7 @@ class Frame:
 
     def child(self, key: jax.Array) -> Frame:
         """A frame with the same parameters and strategies but its own key and records."""
-        return Frame(self.params, key, self.estimators)
+        return Frame(self.params, key, self.estimators, in_particles=True)
 
     def __enter__(self) -> Frame:
         _STACK.append(self)

@@ -83,7 +83,12 @@ class StrategyMessenger(Messenger):
                 "vx.estimators.",
             )
         self.frame.visited_sites.add(name)
-        msg["value"] = strategy.sample(site, self.frame.next_key())
+        key = self.frame.next_key()
+        if name in self.frame.overrides:
+            # a re-run of the program for a continuation: the value is fixed
+            msg["value"] = self.frame.overrides[name]
+            return
+        msg["value"] = strategy.sample(site, key)
 
 
 def sim(guide: Callable, *args: Any, **kwargs: Any) -> Choices:

@@ -62,8 +62,9 @@ def surrogate_fn(
     """
     estimators = check_estimators(estimators)
 
-    def f(params: dict, key: jax.Array):
-        frame = Frame(params, key, estimators)
+    def evaluate(params: dict, key: jax.Array, overrides: dict):
+        """(surrogate, value) of one run with ``overrides`` fixed, answering requests."""
+        frame = Frame(params, key, estimators, overrides=overrides)
         with frame:
             value = objective.program(model, guide, *args, **kwargs)
         value = jnp.asarray(value)
@@ -82,12 +83,22 @@ def surrogate_fn(
                 "a strategy was given for this site but the guide has no latent site of that "
                 f"name. Guide latent sites: {sorted(frame.visited_sites)}.",
             )
+        if frame.requests:
+            # the first site whose strategy needs the rest of the program: its strategy
+            # combines re-runs of the program with that site's value fixed
+            request = frame.requests[0]
+            return request.strategy.answer(
+                request, lambda ov: evaluate(params, key, {**overrides, **ov})
+            )
         surrogate = value
         for record in frame.records:
             surrogate = surrogate + record.surrogate_term(
                 jax.lax.stop_gradient(value), frame.records
             )
         return surrogate, jax.lax.stop_gradient(value)
+
+    def f(params: dict, key: jax.Array):
+        return evaluate(params, key, {})
 
     return f
 
