@@ -9,7 +9,7 @@ from vi_ext.estimators.defaults import default_strategy
 from vi_ext.estimators.enum import Enum, enum
 from vi_ext.estimators.mvd import MVD, mvd
 from vi_ext.estimators.reinforce import Reinforce, reinforce
-from vi_ext.estimators.reparam import Reparam, reparam
+from vi_ext.estimators.reparam import Reparam, reparam, stl
 
 __all__ = [
     "MVD",
@@ -24,4 +24,5 @@ __all__ = [
     "is_strategy",
     "reinforce",
     "reparam",
+    "stl",
 ]

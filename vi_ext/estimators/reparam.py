@@ -20,9 +20,10 @@ from vi_ext.estimators.base import Site
 
 
 class Reparam(NamedTuple):
-    """The pathwise strategy; see :func:`reparam`."""
+    """The pathwise strategy; see :func:`reparam` and :func:`stl`."""
 
     name: str = "reparam"
+    stop_guide_params: bool = False
 
     def sample(self, site: Site, key: jax.Array) -> jax.Array:
         if not getattr(site.fn, "has_rsample", False):
@@ -52,3 +53,20 @@ def reparam() -> Reparam:
         >>> strategies = {"theta": vx.estimators.reparam()}
     """
     return Reparam()
+
+
+def stl() -> Reparam:
+    """Sticking the landing: a pathwise draw, with log q's parameters held constant.
+
+    The guide's log density at the draw is evaluated as log q_{stop_grad(phi)}(z(phi)), which
+    drops the score term E_q[d/dphi log q_phi(z)] = 0 from the estimator: the gradient stays
+    unbiased for the ELBO and IWAE-family objectives and its variance vanishes as q
+    approaches the posterior.
+
+    Reference: Roeder, Wu & Duvenaud, "Sticking the Landing: Simple, Lower-Variance Gradient
+    Estimators for Variational Inference", NeurIPS 2017.
+
+    Example:
+        >>> vx.fit(model, data, estimators={"z": vx.estimators.stl()})
+    """
+    return Reparam(name="stl", stop_guide_params=True)

@@ -89,6 +89,8 @@ class StrategyMessenger(Messenger):
             msg["value"] = self.frame.overrides[name]
             return
         msg["value"] = strategy.sample(site, key)
+        if getattr(strategy, "stop_guide_params", False):
+            msg["infer"] = {**(msg.get("infer") or {}), "_vx_stop_params": True}
 
 
 def sim(guide: Callable, *args: Any, **kwargs: Any) -> Choices:
@@ -108,7 +110,12 @@ def sim(guide: Callable, *args: Any, **kwargs: Any) -> Choices:
     fn = handlers.seed(fn, rng_seed=frame.next_key())
     trace = handlers.trace(fn).get_trace(*args, **kwargs)
     values = {s["name"]: s["value"] for s in sample_sites(trace, observed=False)}
-    log_q = sum((site_log_prob(s) for s in sample_sites(trace, observed=False)), jnp.zeros(()))
+    log_q = jnp.zeros(())
+    for s in sample_sites(trace, observed=False):
+        if (s.get("infer") or {}).get("_vx_stop_params"):
+            # sticking the landing: log q's parameters are constants, the draw is not
+            s = {**s, "fn": jax.tree_util.tree_map(jax.lax.stop_gradient, s["fn"])}
+        log_q = log_q + site_log_prob(s)
     return Choices(values, log_q)
 
 
