@@ -11,6 +11,7 @@ from typing import Any
 
 from vi_ext.errors import ArgumentError
 from vi_ext.objectives.elbo import elbo
+from vi_ext.objectives.hierarchical import diwhvi, hvi, iwhvi
 from vi_ext.objectives.iwae import iwae
 from vi_ext.objectives.renyi import renyi
 from vi_ext.program.objective import Objective
@@ -20,6 +21,9 @@ REGISTRY: dict[str, Callable[[], Objective]] = {
     "elbo": elbo,
     "iwae": iwae,
     "renyi": renyi,
+    "hvi": hvi,
+    "iwhvi": iwhvi,
+    "diwhvi": diwhvi,
 }
 
 
@@ -47,4 +51,6 @@ def get(objective: Any) -> Objective:
     )
 
 
-__all__ = ["REGISTRY", "Objective", "elbo", "get", "iwae", "renyi"]
+__all__ = [
+    "REGISTRY", "Objective", "diwhvi", "elbo", "get", "hvi", "iwae", "iwhvi", "renyi",
+]

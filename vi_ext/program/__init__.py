@@ -6,6 +6,7 @@ The transformation into gradient estimators lives in :mod:`vi_ext.program.transf
 """
 
 from vi_ext.program.context import Frame, current_frame
+from vi_ext.program.marginal import marginal
 from vi_ext.program.objective import Objective, expectation
 from vi_ext.program.primitives import Choices, density, logmeanexp, particles, sim
 from vi_ext.program.transform import estimate, value_and_grad_fn
@@ -19,6 +20,7 @@ __all__ = [
     "estimate",
     "expectation",
     "logmeanexp",
+    "marginal",
     "particles",
     "sim",
     "value_and_grad_fn",

@@ -49,10 +49,12 @@ class Choices(NamedTuple):
     Attributes:
         values: latent site name -> value drawn by the guide.
         log_density: log q(values), the guide's log density at its own draws (a scalar).
+        site_log_densities: site name -> that site's (scaled, summed) log density.
     """
 
     values: dict[str, jax.Array]
     log_density: jax.Array
+    site_log_densities: dict[str, jax.Array] = {}
 
 
 class StrategyMessenger(Messenger):
@@ -110,13 +112,14 @@ def sim(guide: Callable, *args: Any, **kwargs: Any) -> Choices:
     fn = handlers.seed(fn, rng_seed=frame.next_key())
     trace = handlers.trace(fn).get_trace(*args, **kwargs)
     values = {s["name"]: s["value"] for s in sample_sites(trace, observed=False)}
-    log_q = jnp.zeros(())
+    per_site = {}
     for s in sample_sites(trace, observed=False):
         if (s.get("infer") or {}).get("_vx_stop_params"):
             # sticking the landing: log q's parameters are constants, the draw is not
             s = {**s, "fn": jax.tree_util.tree_map(jax.lax.stop_gradient, s["fn"])}
-        log_q = log_q + site_log_prob(s)
-    return Choices(values, log_q)
+        per_site[s["name"]] = site_log_prob(s)
+    log_q = sum(per_site.values(), jnp.zeros(()))
+    return Choices(values, log_q, per_site)
 
 
 def density(
