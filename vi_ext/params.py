@@ -41,7 +41,7 @@ def param_sites(
 
     k_guide, k_model, k_frame = jax.random.split(as_key(key), 3)
     with Frame({}, k_frame, dict(estimators or {})) as frame:
-        guide_fn = handlers.seed(StrategyMessenger(guide, frame), k_guide)
+        guide_fn = handlers.seed(StrategyMessenger(guide, frame, lenient=True), k_guide)
         guide_trace = handlers.trace(guide_fn).get_trace(*args, **kwargs)
     latents = {
         n: s["value"]

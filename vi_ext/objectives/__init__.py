@@ -10,10 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 from vi_ext.errors import ArgumentError
+from vi_ext.objectives.cubo import cubo
 from vi_ext.objectives.elbo import elbo
 from vi_ext.objectives.hierarchical import diwhvi, hvi, iwhvi
 from vi_ext.objectives.iwae import iwae
 from vi_ext.objectives.renyi import renyi
+from vi_ext.objectives.wake import pwake, qwake
 from vi_ext.program.objective import Objective
 
 #: name -> factory called with no arguments when an objective is given by name.
@@ -24,6 +26,9 @@ REGISTRY: dict[str, Callable[[], Objective]] = {
     "hvi": hvi,
     "iwhvi": iwhvi,
     "diwhvi": diwhvi,
+    "pwake": pwake,
+    "qwake": qwake,
+    "cubo": cubo,
 }
 
 
@@ -52,5 +57,6 @@ def get(objective: Any) -> Objective:
 
 
 __all__ = [
-    "REGISTRY", "Objective", "diwhvi", "elbo", "get", "hvi", "iwae", "iwhvi", "renyi",
+    "REGISTRY", "Objective", "cubo", "diwhvi", "elbo", "get", "hvi", "iwae", "iwhvi",
+    "pwake", "qwake", "renyi",
 ]

@@ -7,6 +7,7 @@ The transformation into gradient estimators lives in :mod:`vi_ext.program.transf
 
 from vi_ext.program.context import Frame, current_frame
 from vi_ext.program.marginal import marginal
+from vi_ext.program.normalize import Normalized, normalize
 from vi_ext.program.objective import Objective, expectation
 from vi_ext.program.primitives import Choices, density, logmeanexp, particles, sim
 from vi_ext.program.transform import estimate, value_and_grad_fn
@@ -21,6 +22,8 @@ __all__ = [
     "expectation",
     "logmeanexp",
     "marginal",
+    "normalize",
+    "Normalized",
     "particles",
     "sim",
     "value_and_grad_fn",

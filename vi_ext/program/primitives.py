@@ -60,8 +60,11 @@ class Choices(NamedTuple):
 class StrategyMessenger(Messenger):
     """Draws each latent guide site with its strategy (per-call choice, guide choice, default)."""
 
-    def __init__(self, fn: Callable, frame: Frame):
+    def __init__(self, fn: Callable, frame: Frame, lenient: bool = False):
         self.frame = frame
+        # lenient: sites with no usable strategy are left to NumPyro's sampler (parameter
+        # initialization runs guides this way: wake-sleep guides need no strategy at all)
+        self.lenient = lenient
         super().__init__(fn)
 
     def process_message(self, msg: dict) -> None:
@@ -76,6 +79,8 @@ class StrategyMessenger(Messenger):
         )
         strategy = self.frame.estimators.get(name) or site.infer.get("estimator")
         if strategy is None:
+            if self.lenient and not getattr(site.fn, "has_rsample", False):
+                return
             strategy = default_strategy(site)
         elif not is_strategy(strategy):
             raise SiteError(
