@@ -57,6 +57,15 @@ def file_request(strategy: Any, site: Site, key: jax.Array) -> jax.Array:
     return value
 
 
+def base_distribution(fn):
+    """The distribution under ExpandedDistribution (plates) and Independent wrappers."""
+    import numpyro.distributions as dist
+
+    while isinstance(fn, (dist.ExpandedDistribution, dist.Independent)):
+        fn = fn.base_dist
+    return fn
+
+
 def value_shape(site: Site) -> tuple[int, ...]:
     """sample_shape + batch_shape + event_shape of a site."""
     return tuple(site.sample_shape) + tuple(site.fn.batch_shape) + tuple(site.fn.event_shape)

@@ -22,7 +22,13 @@ import numpy as np
 
 from vi_ext.errors import SiteError
 from vi_ext.estimators.base import Site
-from vi_ext.estimators.continuation import Request, file_request, run_many, value_shape
+from vi_ext.estimators.continuation import (
+    Request,
+    base_distribution,
+    file_request,
+    run_many,
+    value_shape,
+)
 
 sg = jax.lax.stop_gradient
 
@@ -39,7 +45,7 @@ class Enum:
         return f"enum(max_values={self.max_values})"
 
     def sample(self, site: Site, key: jax.Array) -> jax.Array:
-        fn = site.fn
+        fn = base_distribution(site.fn)
         if not getattr(fn, "has_enumerate_support", False):
             raise SiteError(
                 site.name,
@@ -49,7 +55,7 @@ class Enum:
         if tuple(fn.event_shape) != ():
             raise SiteError(
                 site.name,
-                f"enum() needs a site with scalar events; {type(fn).__name__} has event shape "
+                f"enum() needs scalar-valued draws; {type(fn).__name__} has event shape "
                 f"{tuple(fn.event_shape)}. Use Categorical instead of OneHotCategorical.",
             )
         size = jnp.shape(fn.enumerate_support(expand=False))[0]
@@ -66,7 +72,7 @@ class Enum:
     def answer(self, request: Request, run):
         site = request.site
         shape = value_shape(site)
-        support = jnp.reshape(site.fn.enumerate_support(expand=False), (-1,))
+        support = jnp.reshape(base_distribution(site.fn).enumerate_support(expand=False), (-1,))
         positions = math.prod(shape)
         # static joint index grid, [S^P, P]; the support values themselves may be traced
         grid = np.array(list(itertools.product(range(support.shape[0]), repeat=positions)))

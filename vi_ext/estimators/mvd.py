@@ -31,6 +31,7 @@ from vi_ext.errors import SiteError
 from vi_ext.estimators.base import Site
 from vi_ext.estimators.continuation import (
     Request,
+    base_distribution,
     file_request,
     run_many,
     value_shape,
@@ -43,11 +44,7 @@ CATEGORICAL = (dist.CategoricalProbs, dist.CategoricalLogits)
 SUPPORTED = BERNOULLI + CATEGORICAL + (dist.Normal,)
 
 
-def _base(fn):
-    """The distribution under ExpandedDistribution wrappers (plates expand sites)."""
-    while isinstance(fn, dist.ExpandedDistribution):
-        fn = fn.base_dist
-    return fn
+_base = base_distribution
 
 
 class MVD:

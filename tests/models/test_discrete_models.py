@@ -1,0 +1,39 @@
+"""The discrete-latent example models: shapes, and short fits with discrete strategies."""
+
+import jax
+import numpy as np
+import optax
+from numpyro.infer import Predictive
+
+import vi_ext as vx
+from models import gaussian_mixture, sigmoid_belief_net
+
+
+def test_gaussian_mixture_prior_and_data():
+    out = Predictive(gaussian_mixture.model, num_samples=2)(jax.random.PRNGKey(0), n=10)
+    assert out["c"].shape == (2, 10) and out["x"].shape == (2, 10) and out["mu"].shape == (2, 3)
+    assert gaussian_mixture.data()["x"].shape == (60,)
+
+
+def test_gaussian_mixture_fits_with_mvd_assignments():
+    d = gaussian_mixture.data()
+    res = vx.fit(gaussian_mixture.model, guide=gaussian_mixture.guide, num_steps=400,
+                 progress=False, optimizer=optax.adam(0.05),
+                 estimators={"c": vx.estimators.mvd()}, **d)
+    assert np.all(np.isfinite(res.losses))
+    assert res.losses[-50:].mean() < res.losses[:20].mean()
+    locs = np.sort(np.asarray(res.params["mu_loc"]))
+    # the three components are found (separated by 4 and 5 sd in the data)
+    np.testing.assert_allclose(locs, gaussian_mixture.TRUE_LOCS, atol=1.0)
+
+
+def test_sigmoid_belief_net_data_and_fits():
+    x, y = sigmoid_belief_net.load()
+    assert x.shape == (1797, 64) and set(np.unique(x)) == {0.0, 1.0}
+    d = sigmoid_belief_net.data(n=64)
+    res = vx.fit(sigmoid_belief_net.model, guide=sigmoid_belief_net.guide,
+                 objective=vx.objectives.iwae(4), num_steps=150, progress=False,
+                 estimators={"h": vx.estimators.reinforce("loo")},
+                 optimizer=optax.adam(0.03), **d)
+    assert np.all(np.isfinite(res.losses))
+    assert res.losses[-20:].mean() < res.losses[:10].mean()
