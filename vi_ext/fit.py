@@ -35,7 +35,7 @@ from vi_ext.keys import as_key
 from vi_ext.params import constrain, param_sites, unconstrain
 from vi_ext.program.objective import Objective
 from vi_ext.program.sites import sample_sites, site_log_prob
-from vi_ext.program.transform import check_estimators, surrogate_fn
+from vi_ext.program.transform import check_estimators, initial_state, surrogate_fn
 from vi_ext.result import FitResult
 
 #: Adam's learning rate when ``optimizer=None``.
@@ -48,6 +48,8 @@ class FitState(NamedTuple):
     Attributes:
         params: unconstrained parameters u.
         opt_state: the optax state.
+        strategy_state: state kept by gradient strategies between steps (e.g. the running
+            averages of ``reinforce(baseline="average")``), site-keyed.
         key: the PRNG key for the next step.
         step: number of steps taken.
         num_rejected: steps rejected so far (non-finite loss or gradient).
@@ -59,6 +61,7 @@ class FitState(NamedTuple):
 
     params: dict
     opt_state: Any
+    strategy_state: dict
     key: jax.Array
     step: jax.Array
     num_rejected: jax.Array
@@ -74,7 +77,7 @@ def _all_finite(tree) -> jax.Array:
 
 
 def make_step(
-    loss_and_grad: Callable[[dict, jax.Array], tuple[jax.Array, dict]],
+    loss_and_grad: Callable[[dict, jax.Array, dict], tuple[jax.Array, dict, dict]],
     optimizer: optax.GradientTransformation,
 ) -> Callable[[FitState, jax.Array], tuple[FitState, jax.Array]]:
     """One guarded optimizer step, ``(state, active) -> (state, loss)``, for ``lax.scan``.
@@ -84,7 +87,7 @@ def make_step(
 
     def step(state: FitState, active: jax.Array):
         key, sub = jax.random.split(state.key)
-        loss, grads = loss_and_grad(state.params, sub)
+        loss, grads, strategy_state = loss_and_grad(state.params, sub, state.strategy_state)
         finite = jnp.isfinite(loss) & _all_finite(grads)
         accept = active & finite
         reject = active & ~finite
@@ -102,6 +105,9 @@ def make_step(
         new_state = FitState(
             params=params,
             opt_state=opt_state,
+            strategy_state=jax.tree_util.tree_map(
+                lambda new, old: jnp.where(accept, new, old), strategy_state,
+                state.strategy_state),
             key=jnp.where(active, key, state.key),
             step=state.step + active.astype(state.step.dtype),
             num_rejected=state.num_rejected + reject.astype(jnp.int32),
@@ -205,13 +211,14 @@ class Fitter(NamedTuple):
         init_state: the :class:`FitState` at step 0.
         run_chunk: jit-compiled ``(state, active) -> (state, losses)``; runs ``len(active)``
             steps in one ``lax.scan`` (steps with ``active=False`` change nothing).
-        loss_and_grad: ``(u, key) -> (loss, grads)`` on unconstrained params, not jitted.
+        loss_and_grad: ``(u, key, strategy_state) -> (loss, grads, strategy_state)`` on
+            unconstrained params, not jitted.
         guide, objective, constraints, estimators: the resolved inputs.
     """
 
     init_state: FitState
     run_chunk: Callable[[FitState, jax.Array], tuple[FitState, jax.Array]]
-    loss_and_grad: Callable[[dict, jax.Array], tuple[jax.Array, dict]]
+    loss_and_grad: Callable[[dict, jax.Array, dict], tuple[jax.Array, dict, dict]]
     guide: Callable
     objective: Objective
     constraints: dict
@@ -260,13 +267,13 @@ def build(
 
     surrogate = surrogate_fn(objective, model, guide, model_args, model_kwargs, estimators)
 
-    def negative_surrogate(u, k):
-        sur, value = surrogate(constrain(u, cons), k)
-        return -sur, -value
+    def negative_surrogate(u, k, sstate):
+        sur, aux = surrogate(constrain(u, cons), k, sstate)
+        return -sur, aux
 
-    def loss_and_grad(u, k):
-        (_, loss), grads = jax.value_and_grad(negative_surrogate, has_aux=True)(u, k)
-        return loss, grads
+    def loss_and_grad(u, k, sstate):
+        (_, aux), grads = jax.value_and_grad(negative_surrogate, has_aux=True)(u, k, sstate)
+        return -aux.value, grads, aux.state
 
     step = make_step(loss_and_grad, optimizer)
 
@@ -277,6 +284,7 @@ def build(
     state = FitState(
         params=u0,
         opt_state=optimizer.init(u0),
+        strategy_state=initial_state(surrogate, values, k_fit),
         key=k_fit,
         step=jnp.array(0, jnp.int32),
         num_rejected=jnp.array(0, jnp.int32),

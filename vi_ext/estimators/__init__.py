@@ -9,7 +9,7 @@ from vi_ext.estimators.defaults import default_strategy
 from vi_ext.estimators.enum import Enum, enum
 from vi_ext.estimators.mvd import MVD, mvd
 from vi_ext.estimators.reinforce import Reinforce, reinforce
-from vi_ext.estimators.reparam import Reparam, reparam, stl
+from vi_ext.estimators.reparam import Reparam, dreg, reparam, stl
 
 __all__ = [
     "MVD",
@@ -19,6 +19,7 @@ __all__ = [
     "Site",
     "Strategy",
     "default_strategy",
+    "dreg",
     "enum",
     "mvd",
     "is_strategy",

@@ -7,6 +7,9 @@ for any b independent of z (Williams, 1992). In the surrogate this is the DiCE t
 
 Baselines:
 - ``None``: b = 0.
+- ``"average"``: a decaying average of past values of the objective, b_t = bias-corrected
+  EMA_decay(F_1..F_{t-1}), kept in the fit's strategy state (it only depends on earlier
+  steps, so it is independent of the current draw). Outside ``fit`` it starts at 0.
 - ``"loo"``: leave-one-out across particles (VIMCO, Mnih & Rezende, 2016). For a program that
   averages particles with :func:`vi_ext.program.logmeanexp`, the baseline of particle k is the
   objective with log-weight k replaced by the mean of the others; each particle's score is
@@ -41,24 +44,38 @@ sg = jax.lax.stop_gradient
 class ScoreRecord(Record):
     """The score term of one REINFORCE site (batched over particles when inside them)."""
 
-    def __init__(self, log_prob, baseline_value, *, site: str, kind: str):
+    def __init__(self, log_prob, baseline_value, average=None, *, site: str, kind: str,
+                 decay: float = 0.0):
         self.log_prob = log_prob
         self.baseline_value = baseline_value
+        self.average = average  # (mean, count) before this estimate, for kind "average"
         self.site = site
         self.kind = kind
+        self.decay = decay
 
     def tree_flatten(self):
-        return (self.log_prob, self.baseline_value), (self.site, self.kind)
+        return (self.log_prob, self.baseline_value, self.average), (
+            self.site, self.kind, self.decay)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        return cls(*children, site=aux[0], kind=aux[1])
+        return cls(*children, site=aux[0], kind=aux[1], decay=aux[2])
+
+    def state_update(self, value: jax.Array) -> dict:
+        if self.kind != "average":
+            return {}
+        # inside particles the record is batched, with equal copies of the state
+        mean, count = (jnp.mean(x) for x in self.average)
+        mean = self.decay * mean + (1.0 - self.decay) * value
+        return {state_key(self.site): (mean, count + 1.0)}
 
     def surrogate_term(self, value: jax.Array, records: list) -> jax.Array:
         lp = self.log_prob
         score = lp - sg(lp)
         if self.kind == "none":
             return jnp.sum(value * score)
+        if self.kind == "average":
+            return jnp.sum((value - sg(self.baseline_value)) * score)
         if self.kind == "fn":
             b = self.baseline_value
             regression = -0.5 * jnp.sum((value - b) ** 2)
@@ -88,48 +105,73 @@ def _leave_one_out(record: ScoreRecord, records: list) -> jax.Array:
     return full - baseline
 
 
+def state_key(site: str) -> str:
+    """The strategy-state entry of a site's decaying-average baseline."""
+    return f"reinforce/{site}"
+
+
 class Reinforce:
     """The score-function strategy; see :func:`reinforce`."""
 
     name = "reinforce"
 
-    def __init__(self, baseline: None | str | Callable[[], Any] = None):
+    def __init__(self, baseline: None | str | Callable[[], Any] = None, decay: float = 0.9):
         if baseline is None:
             self.kind = "none"
         elif baseline == "loo":
             self.kind = "loo"
+        elif baseline == "average":
+            self.kind = "average"
         elif callable(baseline):
             self.kind = "fn"
         else:
             raise ValueError(
-                f"reinforce(): baseline must be None, 'loo' or a callable, got {baseline!r}"
+                "reinforce(): baseline must be None, 'average', 'loo' or a callable, got "
+                f"{baseline!r}"
             )
+        if not (isinstance(decay, (int, float)) and 0.0 <= decay < 1.0):
+            raise ValueError(f"reinforce(): decay must be in [0, 1), got {decay!r}")
         self.baseline = baseline
+        self.decay = float(decay)
 
     def __repr__(self) -> str:
-        return f"reinforce(baseline={self.baseline!r})"
+        extra = f", decay={self.decay}" if self.kind == "average" else ""
+        return f"reinforce(baseline={self.baseline!r}{extra})"
 
     def sample(self, site: Site, key: jax.Array) -> jax.Array:
         frame = current_frame("reinforce")
         value = sg(site.fn.sample(key, site.sample_shape))
         log_prob = jnp.sum(site.fn.log_prob(value))
-        b = jnp.asarray(self.baseline(), dtype=log_prob.dtype) if self.kind == "fn" else None
-        b = jnp.zeros_like(log_prob) if b is None else b
-        frame.records.append(ScoreRecord(log_prob, b, site=site.name, kind=self.kind))
+        zero = jnp.zeros_like(log_prob)
+        average = None
+        if self.kind == "fn":
+            b = jnp.asarray(self.baseline(), dtype=log_prob.dtype)
+        elif self.kind == "average":
+            mean, count = frame.state.get(state_key(site.name), (zero, zero))
+            # bias-corrected, as Adam's moments: exact mean of the past values' EMA weights
+            b = jnp.where(count > 0, mean / (1.0 - self.decay ** jnp.maximum(count, 1.0)), 0.0)
+            average = (mean, count)
+        else:
+            b = zero
+        frame.records.append(
+            ScoreRecord(log_prob, b, average, site=site.name, kind=self.kind, decay=self.decay)
+        )
         return value
 
 
-def reinforce(baseline: None | str | Callable[[], Any] = None) -> Reinforce:
+def reinforce(baseline: None | str | Callable[[], Any] = None, decay: float = 0.9) -> Reinforce:
     """Score-function gradients, for any distribution NumPyro can sample and score.
 
     Args:
-        baseline: ``None``; ``"loo"`` (leave-one-out across particles, VIMCO, for programs
+        baseline: ``None``; ``"average"`` (a decaying average of the objective's past values,
+            carried across fit steps); ``"loo"`` (leave-one-out across particles, VIMCO, for programs
             that combine particles with ``logmeanexp``); or a zero-argument callable returning
             a scalar baseline, e.g. ``lambda: numpyro.param("b", 0.0)``, fitted by regression
             on the objective.
+        decay: the decay of the ``"average"`` baseline, in [0, 1).
 
     Example:
         >>> vx.fit(model, guide=guide, estimators={"z": vx.estimators.reinforce("loo")},
         ...        objective=vx.objectives.iwae(num_particles=8))
     """
-    return Reinforce(baseline)
+    return Reinforce(baseline, decay)

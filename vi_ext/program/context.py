@@ -13,6 +13,15 @@ Frames nest: :func:`vi_ext.program.particles` runs its body in a child frame per
 Strategies that need the rest of the program (enumeration, measure-valued derivatives) file
 a *continuation request*; the transformation answers it by running the program again with
 the site's value fixed (``overrides``), see :mod:`vi_ext.program.transform`.
+
+Two more things travel in a frame:
+
+- ``state``: strategy state carried from one fit step to the next (the running average of a
+  ``reinforce(baseline="average")`` site), read-only while the program runs; strategies'
+  records propose its update, which ``fit`` applies after an accepted step.
+- ``particle_weights``: for doubly reparameterized gradients (``dreg()``), the self-normalized
+  importance weights of the top-level particles, known from a first pass of the program; each
+  particle's child frame gets its weight as ``tangent_scale``.
 """
 
 from __future__ import annotations
@@ -44,16 +53,27 @@ class Frame:
         estimators: Mapping[str, Any],
         overrides: Mapping[str, Any] | None = None,
         in_particles: bool = False,
+        state: Mapping[str, Any] | None = None,
+        depth: int = 0,
+        particle_weights: jax.Array | None = None,
+        tangent_scale: jax.Array | None = None,
     ):
         self.params = dict(params)
         self.key = key
         self.estimators = dict(estimators)
         self.overrides = dict(overrides or {})
         self.in_particles = in_particles
+        self.state = dict(state or {})
+        self.depth = depth
+        self.particle_weights = particle_weights
+        self.tangent_scale = tangent_scale
+        self.num_particle_calls = 0
         self._counter = 0
         self.records: list[Any] = []
         self.requests: list[Any] = []
         self.visited_sites: set[str] = set()
+        # sites drawn by stl() or dreg(): name -> (strategy name, particle depth of the draw)
+        self.path_sites: dict[str, tuple[str, int]] = {}
 
     def next_key(self) -> jax.Array:
         """A fresh key, the ``i``-th fold of the frame's key for the ``i``-th call."""
@@ -61,9 +81,17 @@ class Frame:
         self._counter += 1
         return k
 
-    def child(self, key: jax.Array) -> Frame:
+    def child(self, key: jax.Array, tangent_scale: jax.Array | None = None) -> Frame:
         """A frame with the same parameters and strategies but its own key and records."""
-        return Frame(self.params, key, self.estimators, in_particles=True)
+        return Frame(
+            self.params,
+            key,
+            self.estimators,
+            in_particles=True,
+            state=self.state,
+            depth=self.depth + 1,
+            tangent_scale=tangent_scale,
+        )
 
     def __enter__(self) -> Frame:
         _STACK.append(self)

@@ -182,18 +182,23 @@ def particles(num_particles: int, fn: Callable[..., Any], *args: Any, **kwargs: 
         raise ValueError(f"particles(): num_particles must be an int >= 1, got {num_particles!r}")
     parent = current_frame("particles")
     keys = jax.random.split(parent.next_key(), num_particles)
+    parent.num_particle_calls += 1
+    weights = parent.particle_weights
+    if weights is None or weights.shape != (num_particles,):
+        weights = jnp.ones((num_particles,))
     children: list[Frame] = []
 
-    def one(key):
-        child = parent.child(key)
+    def one(key, weight):
+        child = parent.child(key, tangent_scale=weight)
         with child:
             out = fn(*args, **kwargs)
         children.append(child)
         return out, child.records
 
-    outs, records = jax.vmap(one)(keys)
+    outs, records = jax.vmap(one)(keys, weights)
     for child in children[-1:]:
         parent.visited_sites |= child.visited_sites
+        parent.path_sites.update(child.path_sites)
     parent.records.extend(records)
     return outs
 

@@ -17,6 +17,10 @@ class Record:
     def surrogate_term(self, value: jax.Array, records: list) -> jax.Array:
         return jnp.zeros(())
 
+    def state_update(self, value: jax.Array) -> dict:
+        """Entries of the strategy state to replace after this estimate (none by default)."""
+        return {}
+
 
 @jax.tree_util.register_pytree_node_class
 class LogMeanExpRecord(Record):

@@ -17,7 +17,7 @@ estimator.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +48,23 @@ def check_estimators(estimators: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(estimators)
 
 
+class Aux(NamedTuple):
+    """What a surrogate returns beside itself.
+
+    Attributes:
+        value: the program's estimate of the objective (gradient stopped).
+        state: the strategy state after this estimate (site-keyed; see ``reinforce``'s
+            ``"average"`` baseline). Equal to the input state when no strategy keeps any.
+    """
+
+    value: jax.Array
+    state: dict
+
+
+#: library objectives that are not a logmeanexp of importance log weights (dreg() is invalid)
+_NOT_IMPORTANCE_WEIGHTED = {"renyi", "hvi", "iwhvi", "diwhvi", "cubo", "pwake", "qwake"}
+
+
 def surrogate_fn(
     objective: Objective,
     model: Callable,
@@ -55,16 +72,19 @@ def surrogate_fn(
     args: tuple,
     kwargs: dict,
     estimators: Mapping[str, Any] | None = None,
-) -> Callable[[dict, jax.Array], tuple[jax.Array, jax.Array]]:
-    """``f(params, key) -> (surrogate, value)``: differentiate ``surrogate`` w.r.t. params.
+) -> Callable[..., tuple[jax.Array, Aux]]:
+    """``f(params, key, state=None) -> (surrogate, Aux(value, state))``.
 
-    ``value`` is the program's estimate of the objective (gradient stopped).
+    Differentiate ``surrogate`` w.r.t. params: its gradient is an unbiased estimate of the
+    objective's gradient, and its value equals the program's value. ``state`` carries strategy
+    state between calls (``None``: the initial state).
     """
     estimators = check_estimators(estimators)
 
-    def evaluate(params: dict, key: jax.Array, overrides: dict):
-        """(surrogate, value) of one run with ``overrides`` fixed, answering requests."""
-        frame = Frame(params, key, estimators, overrides=overrides)
+    def evaluate(params, key, overrides, state, weights=None):
+        """(surrogate, value, state updates) of one run with ``overrides`` fixed."""
+        frame = Frame(params, key, estimators, overrides=overrides, state=state,
+                      particle_weights=weights)
         with frame:
             value = objective.program(model, guide, *args, **kwargs)
         value = jnp.asarray(value)
@@ -83,24 +103,93 @@ def surrogate_fn(
                 "a strategy was given for this site but the guide has no latent site of that "
                 f"name. Guide latent sites: {sorted(frame.visited_sites)}.",
             )
+        if frame.path_sites and weights is None:
+            w = _path_weights(frame, objective)
+            if w is not None:
+                # second pass, same random numbers: each particle's path derivative is
+                # scaled by its normalized weight
+                return evaluate(params, key, overrides, state, w)
+        stopped = jax.lax.stop_gradient(value)
+        updates: dict = {}
+        for record in frame.records:
+            updates.update(record.state_update(stopped))
         if frame.requests:
             # the first site whose strategy needs the rest of the program: its strategy
             # combines re-runs of the program with that site's value fixed
             request = frame.requests[0]
-            return request.strategy.answer(
-                request, lambda ov: evaluate(params, key, {**overrides, **ov})
-            )
+
+            def run(ov):
+                sur, val, _ = evaluate(params, key, {**overrides, **ov}, state)
+                return sur, val
+
+            surrogate, value = request.strategy.answer(request, run)
+            return surrogate, value, updates
         surrogate = value
         for record in frame.records:
-            surrogate = surrogate + record.surrogate_term(
-                jax.lax.stop_gradient(value), frame.records
-            )
-        return surrogate, jax.lax.stop_gradient(value)
+            surrogate = surrogate + record.surrogate_term(stopped, frame.records)
+        return surrogate, stopped, updates
 
-    def f(params: dict, key: jax.Array):
-        return evaluate(params, key, {})
+    def f(params: dict, key: jax.Array, state: Mapping[str, Any] | None = None):
+        state = dict(state or {})
+        surrogate, value, updates = evaluate(params, key, {}, state)
+        return surrogate, Aux(value, {**state, **updates})
 
     return f
+
+
+def initial_state(surrogate: Callable, params: dict, key: jax.Array) -> dict:
+    """The initial strategy state of ``surrogate`` (zeros shaped like its updates)."""
+    shapes = jax.eval_shape(lambda p, k: surrogate(p, k)[1].state, params, key)
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def _path_weights(frame: Frame, objective: Objective) -> jax.Array | None:
+    """Check the stl()/dreg() sites of a run; the particle weights dreg() needs, if any.
+
+    Both hold log q's parameters constant, which is unbiased only where the program's value is
+    the mean (stl, dreg) or the logmeanexp (dreg, with reweighting) of importance log weights.
+    """
+    from vi_ext.program.records import LogMeanExpRecord
+
+    name, (kind, depth) = sorted(frame.path_sites.items())[0]
+    if objective.name in _NOT_IMPORTANCE_WEIGHTED:
+        raise SiteError(
+            name,
+            f"{kind}() holds log q's parameters constant, which is unbiased for the ELBO and "
+            f"importance-weighted bounds (iwae) only; objective '{objective.name}' is neither. "
+            "Use reparam() for this site.",
+        )
+    top = [r for r in frame.records if isinstance(r, LogMeanExpRecord) and r.x.ndim == 1]
+    in_particles = {s: d for s, (_, d) in frame.path_sites.items() if d >= 1}
+    stl_inside = [s for s, (k, d) in frame.path_sites.items() if k == "stl" and d >= 1]
+    if top and stl_inside:
+        raise SiteError(
+            stl_inside[0],
+            "stl() is biased under a logmeanexp of particles (the IWAE family): the score "
+            "term it drops no longer has mean zero (Tucker et al., 2019). Use dreg() for this "
+            "site, which is unbiased there.",
+        )
+    deep = [s for s, d in in_particles.items() if d > 1]
+    if deep:
+        raise SiteError(
+            deep[0],
+            f"{frame.path_sites[deep[0]][0]}() needs the site to be drawn in the top-level "
+            "particles of the objective; here it is drawn inside nested particles. Use "
+            "reparam() for this site.",
+        )
+    dreg_inside = [s for s, (k, d) in frame.path_sites.items() if k == "dreg" and d == 1]
+    if not dreg_inside or not top:
+        return None  # no reweighting: dreg() is stl() (a plain mean of particles, or none)
+    if frame.num_particle_calls != 1 or len(top) != 1:
+        raise SiteError(
+            dreg_inside[0],
+            "dreg() needs a program that draws its particles with one "
+            "vx.program.particles call and returns logmeanexp of their log weights (as "
+            "iwae() does); this program has "
+            f"{frame.num_particle_calls} particles call(s) and {len(top)} logmeanexp(s) at top "
+            "level. Use reparam() for this site.",
+        )
+    return jax.nn.softmax(jax.lax.stop_gradient(top[0].x))
 
 
 def value_and_grad_fn(
@@ -118,8 +207,8 @@ def value_and_grad_fn(
     sur = surrogate_fn(_as_objective(objective), model, guide, args, kwargs, estimators)
 
     def f(params: dict, key: jax.Array):
-        (_, value), grads = jax.value_and_grad(sur, has_aux=True)(params, key)
-        return value, grads
+        (_, aux), grads = jax.value_and_grad(sur, has_aux=True)(params, key)
+        return aux.value, grads
 
     return f
 
