@@ -1,6 +1,5 @@
 """Doubly reparameterized gradients: unbiased for IWAE, lower variance, zero at the posterior."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -164,10 +164,10 @@ def reinforce(baseline: None | str | Callable[[], Any] = None, decay: float = 0.
 
     Args:
         baseline: ``None``; ``"average"`` (a decaying average of the objective's past values,
-            carried across fit steps); ``"loo"`` (leave-one-out across particles, VIMCO, for programs
-            that combine particles with ``logmeanexp``); or a zero-argument callable returning
-            a scalar baseline, e.g. ``lambda: numpyro.param("b", 0.0)``, fitted by regression
-            on the objective.
+            carried across fit steps); ``"loo"`` (leave-one-out across particles, VIMCO, for
+            programs that combine particles with ``logmeanexp``); or a zero-argument callable
+            returning a scalar baseline, e.g. ``lambda: numpyro.param("b", 0.0)``, fitted by
+            regression on the objective.
         decay: the decay of the ``"average"`` baseline, in [0, 1).
 
     Example:
