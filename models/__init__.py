@@ -9,4 +9,9 @@ Every module defines one or more model functions, ``model`` (its default model) 
 - :mod:`models.eight_schools`: Rubin's eight schools, centered and non-centered.
 - :mod:`models.logistic_regression`: Bayesian logistic regression on the Wisconsin
   breast-cancer data (569 x 30).
+- :mod:`models.cone`: the noisy cone, a ring-shaped posterior, with a hierarchical guide
+  for the HVI family of objectives.
+- :mod:`models.gaussian_mixture`: a 1-d Gaussian mixture with discrete assignments.
+- :mod:`models.sigmoid_belief_net`: a sigmoid belief net with binary latents on the digits.
+- :mod:`models.vae`: a variational autoencoder on the digits, with an amortized guide.
 """
