@@ -57,6 +57,20 @@ def hierarchical_guide(z=5.0) -> None:
     numpyro.sample("y", dist.Normal(radius * jnp.sin(theta), sy))
 
 
+def circle_guide(z=5.0) -> None:
+    """The PLDI'24 artifact's hierarchical family: the circle's radius is fixed at sqrt(z).
+
+    u ~ U(0, 1); x ~ N(sqrt(z) cos 2 pi u, sigma_x); y ~ N(sqrt(z) sin 2 pi u, sigma_y).
+    """
+    sx = numpyro.param("sigma_x", 1.0, constraint=constraints.positive)
+    sy = numpyro.param("sigma_y", 1.0, constraint=constraints.positive)
+    u = numpyro.sample("u", dist.Uniform(0.0, 1.0))
+    theta = 2.0 * jnp.pi * u
+    radius = jnp.sqrt(z)
+    numpyro.sample("x", dist.Normal(radius * jnp.cos(theta), sx))
+    numpyro.sample("y", dist.Normal(radius * jnp.sin(theta), sy))
+
+
 def log_evidence(z: float = 5.0, half_width: float = 6.0, n: int = 1201) -> float:
     """log p(z) by quadrature on a grid over (x, y) (the integrand vanishes beyond it)."""
     g = jnp.linspace(-half_width, half_width, n)
