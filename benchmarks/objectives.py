@@ -106,7 +106,7 @@ def hand_written_elbo(x):
 def part_overhead(quick):
     x_all = vae.data(n=None)["x"]
     batches = [64, 256] if quick else [64, 128, 256, 512, 1024]
-    calls, repeats = (20, 5) if quick else (50, 15)
+    calls, repeats = (20, 5) if quick else (50, 31)
     out = {}
     for b in batches:
         x = jnp.asarray(x_all[:b])
@@ -136,7 +136,7 @@ def part_overhead(quick):
 
 
 def part_step_time(quick):
-    steps, repeats = (200, 3) if quick else (1000, 9)
+    steps, repeats = (200, 3) if quick else (1000, 31)
     problems = {
         "eight_schools": (eight_schools.model, eight_schools.data()),
         "logistic_regression": (logistic_regression.model, logistic_regression.data()),
@@ -239,7 +239,7 @@ def part_discrete(quick):
     candidates = {
         "vi_ext_mvd": ours(vx.estimators.mvd(), vx.objectives.elbo()),
         "vi_ext_reinforce": ours(vx.estimators.reinforce(), vx.objectives.elbo()),
-        "vi_ext_reinforce_loo_elbo8": ours(vx.estimators.reinforce("loo"), vx.objectives.iwae(8)),
+        "vi_ext_reinforce_loo_iwae8": ours(vx.estimators.reinforce("loo"), vx.objectives.iwae(8)),
     }
     tg = TraceGraph_ELBO()
     candidates["numpyro_tracegraph"] = jax.value_and_grad(
@@ -312,7 +312,7 @@ def part_discrete(quick):
     candidates = {
         "vi_ext_mvd": ours_sbn(vx.estimators.mvd(), vx.objectives.elbo()),
         "vi_ext_reinforce": ours_sbn(vx.estimators.reinforce(), vx.objectives.elbo()),
-        "vi_ext_reinforce_loo_elbo8": ours_sbn(vx.estimators.reinforce("loo"),
+        "vi_ext_reinforce_loo_iwae8": ours_sbn(vx.estimators.reinforce("loo"),
                                                vx.objectives.iwae(8)),
     }
     tg = TraceGraph_ELBO()

@@ -63,3 +63,19 @@ class NonFiniteError(VIError, FloatingPointError):
         self.last_good_params = last_good_params
         self.result = result
         super().__init__(message)
+
+
+class CallbackError(VIError):
+    """A callback passed to fit raised; the original exception is the ``__cause__``.
+
+    Attributes:
+        callback: the callback's name.
+        step: the number of steps taken when it was called.
+        result: a FitResult with the parameters and losses at that step.
+    """
+
+    def __init__(self, message: str, *, callback: str, step: int, result: Any = None):
+        self.callback = callback
+        self.step = step
+        self.result = result
+        super().__init__(message)

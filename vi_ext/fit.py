@@ -15,9 +15,10 @@ the sites whose log density was non-finite, and carries the last good parameters
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -30,13 +31,17 @@ from numpyro.infer.autoguide import AutoNormal
 from tqdm.auto import tqdm
 
 from vi_ext import objectives as _objectives
-from vi_ext.errors import ArgumentError, NonFiniteError, SiteError
+from vi_ext.checkpoint import CheckpointError
+from vi_ext.checkpoint import load as load_checkpoint
+from vi_ext.checkpoint import save as save_checkpoint
+from vi_ext.errors import ArgumentError, CallbackError, NonFiniteError, SiteError
 from vi_ext.keys import as_key
 from vi_ext.params import constrain, param_sites, unconstrain
 from vi_ext.program.objective import Objective
 from vi_ext.program.sites import sample_sites, site_log_prob
 from vi_ext.program.transform import check_estimators, initial_state, surrogate_fn
 from vi_ext.result import FitResult
+from vi_ext.stopping import is_rule
 
 #: Adam's learning rate when ``optimizer=None``.
 DEFAULT_LEARNING_RATE = 1e-2
@@ -50,6 +55,8 @@ class FitState(NamedTuple):
         opt_state: the optax state.
         strategy_state: state kept by gradient strategies between steps (e.g. the running
             averages of ``reinforce(baseline="average")``), site-keyed.
+        monitor: the states of the stopping rules (a tuple, one per rule).
+        converged: whether a stopping rule has fired (later steps change nothing).
         key: the PRNG key for the next step.
         step: number of steps taken.
         num_rejected: steps rejected so far (non-finite loss or gradient).
@@ -62,6 +69,8 @@ class FitState(NamedTuple):
     params: dict
     opt_state: Any
     strategy_state: dict
+    monitor: tuple
+    converged: jax.Array
     key: jax.Array
     step: jax.Array
     num_rejected: jax.Array
@@ -79,13 +88,16 @@ def _all_finite(tree) -> jax.Array:
 def make_step(
     loss_and_grad: Callable[[dict, jax.Array, dict], tuple[jax.Array, dict, dict]],
     optimizer: optax.GradientTransformation,
+    rules: tuple = (),
 ) -> Callable[[FitState, jax.Array], tuple[FitState, jax.Array]]:
     """One guarded optimizer step, ``(state, active) -> (state, loss)``, for ``lax.scan``.
 
-    Inactive steps (padding at the end of the last chunk) change nothing.
+    Inactive steps (padding at the end of a chunk, or any step after a stopping rule in
+    ``rules`` fired) change nothing.
     """
 
     def step(state: FitState, active: jax.Array):
+        active = active & ~state.converged
         key, sub = jax.random.split(state.key)
         loss, grads, strategy_state = loss_and_grad(state.params, sub, state.strategy_state)
         finite = jnp.isfinite(loss) & _all_finite(grads)
@@ -102,12 +114,21 @@ def make_step(
         # a branch, not a select: rejected steps skip the update, accepted ones pay nothing
         params, opt_state = jax.lax.cond(accept, update, keep, None)
         starts_run = reject & (state.consecutive_rejected == 0)
+        monitor = tuple(r.update(m, loss, grads) for r, m in zip(rules, state.monitor,
+                                                                  strict=True))
+        monitor = jax.tree_util.tree_map(lambda new, old: jnp.where(accept, new, old),
+                                         monitor, state.monitor)
+        converged = state.converged
+        for r, m in zip(rules, monitor, strict=True):
+            converged = converged | (accept & r.converged(m))
         new_state = FitState(
             params=params,
             opt_state=opt_state,
             strategy_state=jax.tree_util.tree_map(
                 lambda new, old: jnp.where(accept, new, old), strategy_state,
                 state.strategy_state),
+            monitor=monitor,
+            converged=converged,
             key=jnp.where(active, key, state.key),
             step=state.step + active.astype(state.step.dtype),
             num_rejected=state.num_rejected + reject.astype(jnp.int32),
@@ -213,7 +234,7 @@ class Fitter(NamedTuple):
             steps in one ``lax.scan`` (steps with ``active=False`` change nothing).
         loss_and_grad: ``(u, key, strategy_state) -> (loss, grads, strategy_state)`` on
             unconstrained params, not jitted.
-        guide, objective, constraints, estimators: the resolved inputs.
+        guide, objective, constraints, estimators, rules: the resolved inputs.
     """
 
     init_state: FitState
@@ -223,6 +244,7 @@ class Fitter(NamedTuple):
     objective: Objective
     constraints: dict
     estimators: dict
+    rules: tuple = ()
 
 
 def build(
@@ -234,6 +256,7 @@ def build(
     key: Any = 0,
     estimators: Mapping[str, Any] | None = None,
     init_params: Mapping[str, Any] | None = None,
+    stopping: Any = None,
     **model_kwargs: Any,
 ) -> Fitter:
     """Resolve fit's inputs, initialize parameters, and build the compiled step function.
@@ -275,7 +298,8 @@ def build(
         (_, aux), grads = jax.value_and_grad(negative_surrogate, has_aux=True)(u, k, sstate)
         return -aux.value, grads, aux.state
 
-    step = make_step(loss_and_grad, optimizer)
+    rules = _stopping_rules(stopping)
+    step = make_step(loss_and_grad, optimizer, rules)
 
     @jax.jit
     def run_chunk(state: FitState, active: jax.Array):
@@ -285,6 +309,8 @@ def build(
         params=u0,
         opt_state=optimizer.init(u0),
         strategy_state=initial_state(surrogate, values, k_fit),
+        monitor=tuple(r.init(u0) for r in rules),
+        converged=jnp.array(False),
         key=k_fit,
         step=jnp.array(0, jnp.int32),
         num_rejected=jnp.array(0, jnp.int32),
@@ -295,7 +321,21 @@ def build(
     )
     # strong dtypes everywhere, so that the carry keeps one type and run_chunk compiles once
     state = jax.tree_util.tree_map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype), state)
-    return Fitter(state, run_chunk, loss_and_grad, guide, objective, cons, estimators)
+    return Fitter(state, run_chunk, loss_and_grad, guide, objective, cons, estimators, rules)
+
+
+def _stopping_rules(stopping: Any) -> tuple:
+    if stopping is None:
+        return ()
+    rules = tuple(stopping) if isinstance(stopping, (list, tuple)) else (stopping,)
+    for r in rules:
+        if not is_rule(r):
+            raise ArgumentError(
+                "stopping",
+                f"expected stopping rules (objects with init, update and converged, e.g. "
+                f"vx.stopping.RelativeLossChange()), got {r!r}.",
+            )
+    return rules
 
 
 def fit(
@@ -311,6 +351,12 @@ def fit(
     max_rejections: int = 20,
     chunk_size: int | None = None,
     init_params: Mapping[str, Any] | None = None,
+    stopping: Any = None,
+    callbacks: Sequence[Callable] = (),
+    callback_every: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: str | os.PathLike | None = None,
     **model_kwargs: Any,
 ) -> FitResult:
     """Fit a guide to a NumPyro model by maximizing a variational objective.
@@ -326,7 +372,7 @@ def fit(
             registered name (``"elbo"``). Default: the ELBO with one particle.
         optimizer: an optax ``GradientTransformation``; default ``optax.adam(1e-2)``.
             Learning-rate schedules come from optax.
-        num_steps: number of optimizer steps (> 0).
+        num_steps: total number of optimizer steps (> 0), resumed ones included.
         key: an int seed or a JAX key. The same key gives the same fit, bit for bit.
         progress: show a tqdm progress bar with the running loss.
         estimators: site name -> gradient strategy (see :mod:`vi_ext.estimators`).
@@ -334,10 +380,21 @@ def fit(
         chunk_size: steps per compiled ``lax.scan`` chunk (default: about 1% of num_steps,
             at most 1000).
         init_params: constrained initial values for some or all params.
+        stopping: a stopping rule or a list of them (:mod:`vi_ext.stopping`), checked at
+            every step inside the compiled loop; the fit stops when one fires.
+        callbacks: functions ``cb(step, state, loss)`` called every ``callback_every``
+            steps with the number of steps taken, the :class:`FitState` and the mean loss
+            since the previous call. A callback that returns ``True`` stops the fit.
+        callback_every: steps between callback calls (default: the chunk size).
+        checkpoint: a file to save the fit's state to, atomically, every
+            ``checkpoint_every`` steps and at the end (:mod:`vi_ext.checkpoint`).
+        checkpoint_every: steps between checkpoints (default: every 10% of the steps).
+        resume: a checkpoint file to continue from; the same arguments as the fit that
+            wrote it give the same result, bit for bit, as a fit never interrupted.
         **model_kwargs: keyword arguments of the model (and guide), e.g. observations.
 
     Returns:
-        a :class:`~vi_ext.result.FitResult`.
+        a :class:`~vi_ext.result.FitResult`; ``stop_reason`` says why the fit ended.
 
     Raises:
         ArgumentError: a bad argument, before anything is compiled.
@@ -345,6 +402,9 @@ def fit(
             model site, mismatched shapes), naming the site.
         NonFiniteError: ``max_rejections`` consecutive steps had a non-finite loss or
             gradient; it carries the last good parameters.
+        CheckpointError: ``resume`` names a missing, corrupted or incompatible checkpoint
+            (the file is left untouched), or ``checkpoint`` cannot be written.
+        CallbackError: a callback raised; it carries the result so far.
 
     Example:
         >>> import vi_ext as vx
@@ -353,36 +413,94 @@ def fit(
         >>> res.summary()
     """
     _validate(model, guide, num_steps, optimizer, progress, max_rejections, chunk_size)
+    callbacks = _validate_callbacks(callbacks, callback_every)
+    for name, every in (("checkpoint_every", checkpoint_every),):
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int)
+                                  or every < 1):
+            raise ArgumentError(name, f"expected an int >= 1 or None, got {every!r}.")
+    if checkpoint_every is not None and checkpoint is None:
+        raise ArgumentError("checkpoint_every", "is set but checkpoint= (the file) is not.")
     num_steps = int(num_steps)
     fitter = build(model, *model_args, guide=guide, objective=objective, optimizer=optimizer,
-                   key=key, estimators=estimators, init_params=init_params, **model_kwargs)
+                   key=key, estimators=estimators, init_params=init_params, stopping=stopping,
+                   **model_kwargs)
     objective, guide, cons = fitter.objective, fitter.guide, fitter.constraints
     estimators = fitter.estimators
     chunk = chunk_size or max(1, min(1000, math.ceil(num_steps / 100)))
+    if checkpoint is not None and checkpoint_every is None:
+        checkpoint_every = max(1, math.ceil(num_steps / 10))
+    everies = [e for e in (checkpoint_every, callback_every if callbacks else None) if e]
+    if chunk_size is None:
+        chunk = min([chunk, *everies])
     chunk = min(chunk, num_steps)
     run_chunk = fitter.run_chunk
     state = fitter.init_state
-    losses = np.empty(num_steps, dtype=np.float64)
+    losses = np.full(num_steps, np.nan, dtype=np.float64)
     done = 0
+    if resume is not None:
+        ck = load_checkpoint(resume, state)
+        done = int(ck.state.step)
+        if done > num_steps:
+            raise ArgumentError(
+                "num_steps",
+                f"the checkpoint {os.fspath(resume)!r} is at step {done}, beyond num_steps="
+                f"{num_steps} (num_steps counts every step, resumed ones included).",
+            )
+        if len(ck.losses) != done:
+            raise CheckpointError(os.fspath(resume), f"holds {len(ck.losses)} losses for "
+                                  f"{done} steps; it is inconsistent.")
+        state = ck.state
+        losses[:done] = ck.losses
+    info = {"objective": objective.name, "params": sorted(cons), "num_steps": num_steps}
+    stop_reason = "num_steps"
+    if bool(state.converged):
+        stop_reason = "converged"
     t0 = time.perf_counter()
-    bar = tqdm(total=num_steps, disable=not progress, desc=f"fit ({objective.name})",
-               dynamic_ncols=True)
+    bar = tqdm(total=num_steps, initial=done, disable=not progress,
+               desc=f"fit ({objective.name})", dynamic_ncols=True)
+    last_callback = done
     try:
-        while done < num_steps:
+        while done < num_steps and not bool(state.converged):
             n = min(chunk, num_steps - done)
+            for every in everies:
+                n = min(n, every - done % every)
             active = jnp.arange(chunk) < n
             new_state, chunk_losses = run_chunk(state, active)
-            chunk_losses = np.asarray(chunk_losses)[:n]
-            losses[done : done + n] = chunk_losses
-            done += n
+            taken = int(new_state.step) - done
+            chunk_losses = np.asarray(chunk_losses)[:taken]
+            losses[done : done + taken] = chunk_losses
             if int(new_state.consecutive_rejected) >= max_rejections:
                 _raise_nonfinite(new_state, cons, model, guide, model_args, model_kwargs,
-                                 max_rejections, objective, losses[:done], done)
+                                 max_rejections, objective, losses[: done + taken],
+                                 done + taken)
             state = new_state
+            done += taken
+            converged = bool(state.converged)
             finite = chunk_losses[np.isfinite(chunk_losses)]
             if progress and finite.size:
                 bar.set_postfix(loss=f"{float(np.mean(finite)):.4g}", refresh=False)
-            bar.update(n)
+            bar.update(taken)
+            if converged:
+                names = [r.name for r, m in zip(fitter.rules, state.monitor, strict=True)
+                         if bool(r.converged(m))]
+                stop_reason = f"converged ({', '.join(names)}) at step {done}"
+            end = done >= num_steps or converged
+            if checkpoint is not None and (done % checkpoint_every == 0 or end):
+                save_checkpoint(checkpoint, state, losses[:done], info)
+            if callbacks and (done % callback_every == 0 or end):
+                window = losses[last_callback:done]
+                window = window[np.isfinite(window)]
+                mean_loss = float(np.mean(window)) if window.size else float("nan")
+                last_callback = done
+
+                def partial(d=done, st=state):
+                    return _result(fitter, model, model_args, model_kwargs, st, losses[:d],
+                                   float("nan"), f"callback error at step {d}")
+
+                stop = _run_callbacks(callbacks, done, state, mean_loss, partial)
+                if stop is not None:
+                    stop_reason = f"stopped by callback {stop} at step {done}"
+                    break
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
@@ -390,26 +508,75 @@ def fit(
     num_rejected = int(state.num_rejected)
     if num_rejected:
         warnings.warn(
-            f"fit rejected {num_rejected} of {num_steps} steps whose loss or gradient was "
+            f"fit rejected {num_rejected} of {done} steps whose loss or gradient was "
             f"non-finite (first at step {int(state.first_rejected_step)}); parameters were left "
             "unchanged at those steps. A smaller learning rate or a non-centered "
             "parameterization usually helps.",
             RuntimeWarning,
             stacklevel=2,
         )
+    return _result(fitter, model, model_args, model_kwargs, state, losses[:done], seconds,
+                   stop_reason)
+
+
+def _result(fitter, model, model_args, model_kwargs, state, losses, seconds, stop_reason):
     return FitResult(
         model=model,
-        guide=guide,
-        params=constrain(state.params, cons),
-        losses=losses,
+        guide=fitter.guide,
+        params=constrain(state.params, fitter.constraints),
+        losses=np.array(losses),
         state=state,
-        objective=objective,
+        objective=fitter.objective,
         model_args=model_args,
         model_kwargs=model_kwargs,
-        estimators=estimators,
-        constraints=cons,
+        estimators=fitter.estimators,
+        constraints=fitter.constraints,
         seconds=seconds,
+        stop_reason=stop_reason,
     )
+
+
+def _validate_callbacks(callbacks, callback_every) -> tuple:
+    if callable(callbacks):
+        callbacks = (callbacks,)
+    try:
+        callbacks = tuple(callbacks or ())
+    except TypeError:
+        raise ArgumentError(
+            "callbacks", f"expected a list of functions cb(step, state, loss), got {callbacks!r}."
+        ) from None
+    for cb in callbacks:
+        if not callable(cb):
+            raise ArgumentError(
+                "callbacks", f"expected functions cb(step, state, loss), got {cb!r}."
+            )
+    if callback_every is not None and (isinstance(callback_every, bool)
+                                       or not isinstance(callback_every, int)
+                                       or callback_every < 1):
+        raise ArgumentError("callback_every", f"expected an int >= 1, got {callback_every!r}.")
+    return callbacks
+
+
+def _callback_name(cb) -> str:
+    return getattr(cb, "__qualname__", None) or getattr(cb, "__name__", None) or repr(cb)
+
+
+def _run_callbacks(callbacks, step, state, loss, partial_result) -> str | None:
+    """Call every callback; the name of the first that asked to stop, or None."""
+    for cb in callbacks:
+        try:
+            out = cb(step, state, loss)
+        except Exception as e:
+            name = _callback_name(cb)
+            raise CallbackError(
+                f"callback {name} raised {type(e).__name__} at step {step}: {e}. The fit "
+                "stopped there; error.result holds the parameters and losses so far (and the "
+                "checkpoint, if any, is at that step: fix the callback and resume=).",
+                callback=name, step=step, result=partial_result(),
+            ) from e
+        if out is True:
+            return _callback_name(cb)
+    return None
 
 
 def _raise_nonfinite(state, cons, model, guide, args, kwargs, max_rejections, objective, losses,
@@ -423,8 +590,9 @@ def _raise_nonfinite(state, cons, model, guide, args, kwargs, max_rejections, ob
         else " Every site's log density was finite there, so the gradient was at fault."
     )
     partial = FitResult(
-        model=model, guide=guide, params=params, losses=losses, state=state, objective=objective,
-        model_args=args, model_kwargs=kwargs, estimators={}, constraints=cons, seconds=float("nan"),
+        model=model, guide=guide, params=params, losses=np.array(losses), state=state,
+        objective=objective, model_args=args, model_kwargs=kwargs, estimators={},
+        constraints=cons, seconds=float("nan"), stop_reason=f"non-finite at step {step}",
     )
     raise NonFiniteError(
         f"fit stopped after {max_rejections} consecutive steps with a non-finite loss or "

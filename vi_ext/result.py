@@ -28,6 +28,8 @@ class FitResult:
         objective: the objective that was maximized.
         model, model_args, model_kwargs: what was fitted.
         seconds: wall time of the optimization loop, compilation included.
+        stop_reason: why the fit ended: ``"num_steps"``, a stopping rule that converged, or
+            a callback that asked to stop.
     """
 
     model: Callable
@@ -41,6 +43,7 @@ class FitResult:
     estimators: Mapping[str, Any] = field(default_factory=dict)
     constraints: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = float("nan")
+    stop_reason: str = "num_steps"
 
     @property
     def num_rejected(self) -> int:

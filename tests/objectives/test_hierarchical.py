@@ -79,6 +79,17 @@ def test_cone_bounds_are_ordered_and_below_the_evidence():
     assert d < log_pz + 4 * sd
 
 
+def test_circle_guide_is_the_hierarchical_guide_at_radius_sqrt_z():
+    sig = {"sigma_x": jnp.array(0.3), "sigma_y": jnp.array(0.4)}
+    obj = vx.objectives.diwhvi(3, 2)
+    a = vx.estimate(obj, cone.model, cone.circle_guide, sig, key=3, z=5.0)
+    b = vx.estimate(obj, cone.model, cone.hierarchical_guide,
+                    {**sig, "radius": jnp.sqrt(5.0)}, key=3, z=5.0)
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-5)
+    for name in sig:
+        np.testing.assert_allclose(a[1][name], b[1][name], rtol=1e-4)
+
+
 def test_fit_with_iwhvi_on_the_cone():
     res = vx.fit(cone.model, z=5.0, guide=cone.hierarchical_guide,
                  objective=vx.objectives.iwhvi(3), num_steps=600, progress=False)
