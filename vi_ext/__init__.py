@@ -8,8 +8,9 @@ Objectives are programs (:mod:`vi_ext.program`); gradient strategies are chosen 
 (:mod:`vi_ext.estimators`); :func:`estimate` gives an unbiased (value, gradient) estimate.
 """
 
-from vi_ext import estimators, objectives, program
-from vi_ext.errors import ArgumentError, NonFiniteError, SiteError, VIError
+from vi_ext import checkpoint, diagnostics, estimators, objectives, program, stopping
+from vi_ext.checkpoint import CheckpointError
+from vi_ext.errors import ArgumentError, CallbackError, NonFiniteError, SiteError, VIError
 from vi_ext.fit import FitState, fit
 from vi_ext.params import init_params
 from vi_ext.program.transform import estimate
@@ -19,15 +20,20 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "ArgumentError",
+    "CallbackError",
+    "CheckpointError",
     "FitResult",
     "FitState",
     "NonFiniteError",
     "SiteError",
     "VIError",
+    "checkpoint",
+    "diagnostics",
     "estimate",
     "estimators",
     "fit",
     "init_params",
     "objectives",
     "program",
+    "stopping",
 ]

@@ -327,7 +327,14 @@ def build(
 def _stopping_rules(stopping: Any) -> tuple:
     if stopping is None:
         return ()
-    rules = tuple(stopping) if isinstance(stopping, (list, tuple)) else (stopping,)
+    if not is_rule(stopping) and not isinstance(stopping, (list, tuple)):
+        raise ArgumentError(
+            "stopping",
+            f"expected a stopping rule or a list of them (e.g. "
+            f"vx.stopping.RelativeLossChange()), got {stopping!r}.",
+        )
+    # (a rule may itself be a NamedTuple: test for the protocol before iterating)
+    rules = (stopping,) if is_rule(stopping) else tuple(stopping)
     for r in rules:
         if not is_rule(r):
             raise ArgumentError(

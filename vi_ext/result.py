@@ -117,14 +117,61 @@ class FitResult:
         kwargs.setdefault("kind", "stats")
         return az.summary(self.to_arviz(num_samples, key), **kwargs)
 
-    def plot(self, path: str | None = None, smooth: int | None = None) -> str | None:
-        """Plot the loss curve (raw and smoothed); save to ``path`` as PNG when given.
+    def plot(self, path: str | None = None, smooth: int | None = None,
+             marginals: bool = True, num_samples: int = 2000, max_panels: int = 12,
+             key: Any = 0) -> str | None:
+        """The loss curve (raw and a moving median) and, below it, the posterior marginals
+        of the guide against the prior, one panel per scalar latent (the first
+        ``max_panels``); saved to ``path`` as PNG when given.
 
         Returns the path written, or None. Needs matplotlib (the ``examples`` extra).
         """
-        from vi_ext.plots import plot_losses
+        from vi_ext.plots import plot_fit
 
-        return plot_losses(self.losses, path=path, smooth=smooth, title=self.objective.name)
+        post = prior = None
+        if marginals:
+            post = self.sample(num_samples, key)
+            prior = self.prior_sample(num_samples, key)
+        return plot_fit(self.losses, post, prior, path=path, smooth=smooth,
+                        title=self.objective.name, max_panels=max_panels)
+
+    def prior_sample(self, num_samples: int = 1000, key: Any = 0) -> dict[str, np.ndarray]:
+        """Draws of the model's latent sites from the prior, ``[num_samples, ...]`` each."""
+        names = self.site_names()
+        pred = Predictive(self.model, params=self.params, num_samples=num_samples,
+                          return_sites=names, parallel=True)
+        out = pred(as_key(key), *self.model_args, **self.model_kwargs)
+        return {n: np.asarray(out[n]) for n in names if n in out}
+
+    # --- diagnostics (see vi_ext.diagnostics)
+
+    def elbo(self, num_samples: int = 1000, key: Any = 0):
+        """The ELBO of the fitted guide with its standard error: ``Estimate(value, se)``."""
+        from vi_ext import diagnostics
+
+        return diagnostics.elbo(self, num_samples, key)
+
+    def psis_khat(self, num_samples: int = 1000, seeds=(0, 1, 2, 3, 4)):
+        """Pareto k-hat of the weights p/q over several seeds: ``KHat(values, mean, max,
+        verdict)``; k < 0.5 good, < 0.7 ok, else the guide misses posterior mass."""
+        from vi_ext import diagnostics
+
+        return diagnostics.psis_khat(self, num_samples, seeds)
+
+    def gradient_variance(self, num_samples: int = 100, key: Any = 0) -> dict[str, float]:
+        """Per parameter, the summed variance of the fit's gradient estimator at the fitted
+        parameters."""
+        from vi_ext import diagnostics
+
+        return diagnostics.gradient_variance(self, num_samples, key)
+
+    def log_predictive(self, *args: Any, num_samples: int = 1000, key: Any = 0,
+                       pointwise: bool = False, **kwargs: Any):
+        """Log pointwise predictive density of data (default: the fit's own data)."""
+        from vi_ext import diagnostics
+
+        return diagnostics.log_predictive(self, *args, num_samples=num_samples, key=key,
+                                          pointwise=pointwise, **kwargs)
 
     def __repr__(self) -> str:
         last = self.losses[np.isfinite(self.losses)][-min(100, len(self.losses)) :]

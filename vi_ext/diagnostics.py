@@ -1,0 +1,164 @@
+"""Diagnostics of a fitted guide: is q good enough, and how noisy were its gradients?
+
+- :func:`log_weights`: log w_s = log p(x, z_s) - log q(z_s) for z_s ~ q, the raw material.
+- :func:`elbo`: the ELBO, mean of log w, with its Monte Carlo standard error.
+- :func:`psis_khat`: Pareto k-hat of the importance weights w (Yao, Vehtari, Simpson &
+  Gelman, "Yes, but did it work?", ICML 2018), over several seeds: k < 0.5 good, 0.5-0.7
+  usable, > 0.7 the guide misses mass the posterior has.
+- :func:`gradient_variance`: per parameter, the trace of the covariance of the objective's
+  gradient estimator at the fitted parameters (what the strategies are for).
+- :func:`log_predictive`: log pointwise predictive density,
+  sum_n log (1/S) sum_s p(y_n | z_s), z_s ~ q (Gelman, Hwang & Vehtari, 2014).
+
+Each function takes a :class:`~vi_ext.result.FitResult`; ``FitResult`` has them as methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import logsumexp
+from numpyro import handlers
+from numpyro.infer import Predictive
+from numpyro.infer.importance import psis_diagnostic
+from numpyro.infer.util import log_likelihood
+
+from vi_ext.keys import as_key
+from vi_ext.program.sites import sample_sites, site_log_prob
+
+
+class Estimate(NamedTuple):
+    """A Monte Carlo estimate and its standard error."""
+
+    value: float
+    se: float
+
+
+class KHat(NamedTuple):
+    """Pareto k-hat over several seeds.
+
+    Attributes:
+        values: k-hat per seed.
+        mean, max: over seeds.
+        verdict: "good" (max < 0.5), "ok" (< 0.7) or "unreliable".
+    """
+
+    values: tuple
+    mean: float
+    max: float
+    verdict: str
+
+
+def _check_num(n: Any, name: str, least: int = 1) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {n!r}")
+    return int(n)
+
+
+def log_weights(result, num_samples: int = 1000, key: Any = 0) -> np.ndarray:
+    """log p(x, z_s) - log q(z_s) for ``num_samples`` draws z_s from the fitted guide."""
+    num_samples = _check_num(num_samples, "num_samples")
+    model, guide, params = result.model, result.guide, result.params
+    args, kwargs = result.model_args, result.model_kwargs
+
+    def one(k):
+        kq, kp = jax.random.split(k)
+        g = handlers.seed(handlers.substitute(guide, data=params), kq)
+        gtr = handlers.trace(g).get_trace(*args, **kwargs)
+        latents = {s["name"]: s["value"] for s in sample_sites(gtr, observed=False)}
+        log_q = sum((site_log_prob(s) for s in sample_sites(gtr)), jnp.zeros(()))
+        m = handlers.seed(handlers.substitute(handlers.substitute(model, data=params),
+                                              data=latents), kp)
+        mtr = handlers.trace(m).get_trace(*args, **kwargs)
+        log_p = sum((site_log_prob(s) for s in sample_sites(mtr)), jnp.zeros(()))
+        return log_p - log_q
+
+    keys = jax.random.split(as_key(key), num_samples)
+    return np.asarray(jax.jit(jax.vmap(one))(keys), dtype=np.float64)
+
+
+def elbo(result, num_samples: int = 1000, key: Any = 0) -> Estimate:
+    """The ELBO of the fitted guide, E_q[log p(x, z) - log q(z)], with its standard error."""
+    num_samples = _check_num(num_samples, "num_samples", least=2)
+    lw = log_weights(result, num_samples, key)
+    if not np.all(np.isfinite(lw)):  # the mean says how (nan or -inf); no finite error bar
+        return Estimate(float(np.mean(lw)), float("nan"))
+    return Estimate(float(np.mean(lw)), float(np.std(lw, ddof=1) / np.sqrt(len(lw))))
+
+
+def psis_khat(result, num_samples: int = 1000, seeds: Sequence[int] = (0, 1, 2, 3, 4)) -> KHat:
+    """Pareto k-hat of the importance weights p/q, estimated once per seed.
+
+    One seed's k-hat is noisy (its tail fit uses the largest ~20% of the weights); the spread
+    over seeds shows how much to trust it. Built on NumPyro's ``psis_diagnostic``.
+    """
+    num_samples = _check_num(num_samples, "num_samples", least=10)
+    seeds = tuple(seeds)
+    if not seeds:
+        raise ValueError("psis_khat(): seeds must name at least one seed")
+    values = tuple(
+        float(psis_diagnostic(as_key(s), result.params, result.model, result.guide,
+                              *result.model_args, num_particles=num_samples,
+                              **result.model_kwargs))
+        for s in seeds
+    )
+    worst = max(values)
+    verdict = "good" if worst < 0.5 else "ok" if worst < 0.7 else "unreliable"
+    return KHat(values, float(np.mean(values)), float(worst), verdict)
+
+
+def gradient_variance(result, num_samples: int = 100, key: Any = 0) -> dict[str, float]:
+    """Per parameter: the summed per-element variance of the gradient estimator.
+
+    The estimator is the one the fit used (its objective and strategies), evaluated at the
+    fitted (constrained) parameters over ``num_samples`` independent keys.
+    """
+    from vi_ext.program.transform import estimate
+
+    num_samples = _check_num(num_samples, "num_samples", least=2)
+
+    def one(k):
+        return estimate(result.objective, result.model, result.guide, result.params,
+                        *result.model_args, key=k, estimators=dict(result.estimators),
+                        **result.model_kwargs)[1]
+
+    keys = jax.random.split(as_key(key), num_samples)
+    grads = jax.jit(jax.vmap(one))(keys)
+    return {n: float(jnp.sum(jnp.var(g, axis=0, ddof=1))) for n, g in grads.items()}
+
+
+def log_predictive(result, *args: Any, num_samples: int = 1000, key: Any = 0,
+                   pointwise: bool = False, **kwargs: Any):
+    """Log predictive density of data under the fitted guide's posterior predictive.
+
+        lppd = sum_n log (1/S) sum_s p(y_n | z_s),   z_s ~ q
+
+    Args:
+        *args, **kwargs: the model's arguments with the data to score (observations
+            included); none given: the data the fit used (in-sample lppd).
+        num_samples: draws S from the guide.
+        key: a seed or key.
+        pointwise: return ``{observed site: per-observation log density}`` instead of the
+            total.
+
+    The guide is run on the fit's own arguments (global latents do not depend on new data).
+    """
+    num_samples = _check_num(num_samples, "num_samples")
+    if not args and not kwargs:
+        args, kwargs = result.model_args, result.model_kwargs
+    draws = Predictive(result.guide, params=result.params, num_samples=num_samples)(
+        as_key(key), *result.model_args, **result.model_kwargs)
+    model = handlers.substitute(result.model, data=result.params)
+    ll = log_likelihood(model, draws, *args, **kwargs)
+    if not ll:
+        raise ValueError("log_predictive(): the model has no observed sites with these "
+                         "arguments; pass the observations as model arguments.")
+    per_site = {n: np.asarray(logsumexp(v, axis=0) - np.log(num_samples)) for n, v in
+                ll.items()}
+    if pointwise:
+        return per_site
+    return float(sum(np.sum(v) for v in per_site.values()))
