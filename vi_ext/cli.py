@@ -85,8 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--samples", type=int, default=2000,
                         help="guide draws for the summary (default 2000)")
         sp.add_argument("--plot", default=None, metavar="PNG",
-                        help="where to write the loss curve "
+                        help="where to write the loss curve and posterior marginals "
                         "(default vi_ext_output/<model>_loss.png)")
+        sp.add_argument("--checkpoint", default=None, metavar="FILE",
+                        help="save the fit's state to FILE every 10%% of the steps")
+        sp.add_argument("--resume", default=None, metavar="FILE",
+                        help="continue the fit saved in FILE (same model, objective, seed)")
         sp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     f = sub.add_parser("fit", help="fit a model and print its posterior summary",
@@ -111,18 +115,27 @@ def run_fit(spec: str, args: argparse.Namespace) -> int:
     print(f"vi-ext: fitting {spec} with objective '{args.objective}' for {args.steps} steps")
     try:
         res = vx.fit(model, objective=args.objective, optimizer=optimizer, num_steps=args.steps,
-                     key=args.seed, progress=not args.no_progress, **kwargs)
+                     key=args.seed, progress=not args.no_progress, checkpoint=args.checkpoint,
+                     resume=args.resume, **kwargs)
     except vx.VIError as e:
         print(f"vi-ext: {e}", file=sys.stderr)
         return 2
     print(res)
     with _pandas_wide():
         print(res.summary(num_samples=args.samples, key=args.seed))
+    try:
+        elbo = res.elbo(num_samples=args.samples, key=args.seed)
+        khat = res.psis_khat(num_samples=max(args.samples, 100))
+        print(f"ELBO {elbo.value:.3f} +- {elbo.se:.3f} (s.e.); Pareto k-hat over "
+              f"{len(khat.values)} seeds: mean {khat.mean:.2f}, max {khat.max:.2f} "
+              f"({khat.verdict}: < 0.5 good, < 0.7 ok, else the guide misses posterior mass)")
+    except Exception as e:  # diagnostics are informative, never fatal to the command
+        print(f"vi-ext: diagnostics unavailable for this model/guide: {e}")
     stem = spec.replace(":", "_").replace("/", "_").replace(".py", "").split(".")[-1]
     path = args.plot or os.path.join("vi_ext_output", f"{stem}_loss.png")
     try:
         written = res.plot(path)
-        print(f"loss curve written to {os.path.abspath(written)}")
+        print(f"loss curve and posterior marginals written to {os.path.abspath(written)}")
     except ImportError:
         print("vi-ext: matplotlib is not installed (pip install 'vi_ext[examples]'); no plot")
     return 0

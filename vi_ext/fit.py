@@ -176,7 +176,10 @@ def _validate(model, guide, num_steps, optimizer, progress, max_rejections, chun
 
 def check_no_discrete_latents(model: Callable, args: tuple, kwargs: dict, key: jax.Array) -> None:
     """Raise a SiteError naming the first discrete latent of ``model`` (for AutoNormal)."""
-    trace = handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs)
+    # a draw from a heavy-tailed prior may overflow a downstream parameter: only the sites'
+    # supports matter here, so argument validation is off
+    with numpyro.validation_enabled(False):
+        trace = handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs)
     for site in sample_sites(trace, observed=False):
         if getattr(site["fn"].support, "is_discrete", False):
             raise SiteError(

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import numpyro
 from numpyro import handlers
 from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
@@ -40,7 +41,11 @@ def param_sites(
     from vi_ext.program.primitives import StrategyMessenger
 
     k_guide, k_model, k_frame = jax.random.split(as_key(key), 3)
-    with Frame({}, k_frame, dict(estimators or {})) as frame:
+    # (autoguides trace the model from its prior to set themselves up; the guide's first
+    # draw may sit where the model's density is undefined, NaN: that is the step guard's
+    # business, not an initialization error, so argument validation is off here)
+    with Frame({}, k_frame, dict(estimators or {})) as frame, \
+            numpyro.validation_enabled(False):
         guide_fn = handlers.seed(StrategyMessenger(guide, frame, lenient=True), k_guide)
         guide_trace = handlers.trace(guide_fn).get_trace(*args, **kwargs)
     latents = {
@@ -49,7 +54,8 @@ def param_sites(
         if s["type"] == "sample" and not s.get("is_observed")
     }
     model_fn = handlers.substitute(handlers.seed(model, k_model), data=latents)
-    model_trace = handlers.trace(model_fn).get_trace(*args, **kwargs)
+    with numpyro.validation_enabled(False):
+        model_trace = handlers.trace(model_fn).get_trace(*args, **kwargs)
     values, cons = {}, {}
     for tr in (guide_trace, model_trace):
         for name, site in tr.items():
