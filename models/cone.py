@@ -23,7 +23,7 @@ import numpyro.distributions as dist
 from numpyro.distributions import constraints
 
 
-def model(z=5.0) -> None:
+def model(z: float | None = 5.0) -> None:
     """x, y ~ N(0, 10); z ~ N(x^2 + y^2, 0.1 + (x^2 + y^2)/100); z observed.
 
     Args:

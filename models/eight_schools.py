@@ -21,12 +21,13 @@ from __future__ import annotations
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from jax.typing import ArrayLike
 
 Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
 SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
 
 
-def centered(J: int, sigma, y=None) -> None:
+def centered(J: int, sigma: ArrayLike, y: ArrayLike | None = None) -> None:
     """Centered eight schools.
 
     mu ~ N(0, 5); tau ~ HalfCauchy(5); theta_j ~ N(mu, tau); y_j ~ N(theta_j, sigma_j).
@@ -43,7 +44,7 @@ def centered(J: int, sigma, y=None) -> None:
         numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
 
 
-def noncentered(J: int, sigma, y=None) -> None:
+def noncentered(J: int, sigma: ArrayLike, y: ArrayLike | None = None) -> None:
     """Non-centered eight schools.
 
     mu ~ N(0, 5); tau ~ HalfCauchy(5); theta_tilde_j ~ N(0, 1);

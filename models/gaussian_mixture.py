@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from jax.typing import ArrayLike
 from numpyro.distributions import constraints
 
 K = 3
@@ -31,7 +32,7 @@ def simulate(n: int = 60, seed: int = 0) -> np.ndarray:
     return (TRUE_LOCS[c] + TRUE_SCALE * rng.standard_normal(n)).astype(np.float32)
 
 
-def model(x=None, n: int | None = None, k: int = K) -> None:
+def model(x: ArrayLike | None = None, n: int | None = None, k: int = K) -> None:
     """w ~ Dir(1); mu_k ~ N(0, 10); sigma ~ LogNormal(0, 1); c_n ~ Cat(w); x_n ~ N(mu_c, sigma).
 
     Args:

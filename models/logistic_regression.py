@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from jax.typing import ArrayLike
 
 
 def load() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -28,7 +29,7 @@ def load() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return d["X"], d["y"].astype(np.int32), d["feature_names"]
 
 
-def model(X, y=None) -> None:
+def model(X: ArrayLike, y: ArrayLike | None = None) -> None:
     """Logistic regression with a N(0, 5) intercept and N(0, 1) coefficients.
 
     alpha ~ N(0, 5); beta ~ N(0, I_D); y_n ~ Bernoulli(logits = alpha + X_n beta).

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from jax.typing import ArrayLike
 
 NUM_HIDDEN = 20
 NUM_PIXELS = 64
@@ -40,7 +41,8 @@ def _init(shape, scale=0.1, seed=0):
     return lambda key: scale * jax.random.normal(jax.random.fold_in(key, seed), shape)
 
 
-def model(x=None, n: int | None = None, num_hidden: int = NUM_HIDDEN) -> None:
+def model(x: ArrayLike | None = None, n: int | None = None,
+          num_hidden: int = NUM_HIDDEN) -> None:
     """h ~ Bernoulli(sigmoid(a)); x ~ Bernoulli(sigmoid(b + W h)), per image.
 
     Args:

@@ -138,8 +138,9 @@ def log_predictive(result, *args: Any, num_samples: int = 1000, key: Any = 0,
         lppd = sum_n log (1/S) sum_s p(y_n | z_s),   z_s ~ q
 
     Args:
-        *args, **kwargs: the model's arguments with the data to score (observations
-            included); none given: the data the fit used (in-sample lppd).
+        *args: the model's positional arguments with the data to score; with no arguments
+            at all, the data the fit used (in-sample lppd).
+        **kwargs: the model's keyword arguments (observations included).
         num_samples: draws S from the guide.
         key: a seed or key.
         pointwise: return ``{observed site: per-observation log density}`` instead of the

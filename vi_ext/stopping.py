@@ -40,7 +40,7 @@ class RelativeLossChange(NamedTuple):
     ``window`` so that the noise of a window mean, sd(L) / sqrt(window), is below the change
     you care about.
 
-    Args:
+    Attributes:
         window: steps per window (the rule looks at the last 2 * window steps).
         rtol: relative tolerance.
         atol: absolute tolerance (in the loss's units, nats for ELBO-type objectives).
@@ -90,7 +90,7 @@ class GradientsUncorrelated(NamedTuple):
 
     and stops once a_t < threshold (TFP's rule uses the raw inner product and threshold 0).
 
-    Args:
+    Attributes:
         window: the moving average's time scale, in steps.
         threshold: stop when the average cosine falls below it.
         min_steps: never stop before this many accepted steps.
