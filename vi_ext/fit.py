@@ -28,6 +28,7 @@ import numpyro
 import optax
 from numpyro import handlers
 from numpyro.infer.autoguide import AutoNormal
+from numpyro.infer.initialization import init_to_median
 from tqdm.auto import tqdm
 
 from vi_ext import objectives as _objectives
@@ -274,7 +275,7 @@ def build(
 
     if guide is None:
         check_no_discrete_latents(model, model_args, model_kwargs, k_init)
-        guide = AutoNormal(model)
+        guide = AutoNormal(model, init_loc_fn=init_to_median(num_samples=15))
     optimizer = optimizer if optimizer is not None else optax.adam(DEFAULT_LEARNING_RATE)
 
     values, cons = param_sites(model, guide, model_args, model_kwargs, k_init, estimators)
@@ -377,7 +378,8 @@ def fit(
     Args:
         model: a NumPyro model.
         *model_args: positional arguments of the model (and guide).
-        guide: a NumPyro guide; ``None`` builds ``AutoNormal(model)``.
+        guide: a NumPyro guide; ``None`` builds ``AutoNormal(model)`` with its locations
+            initialized at the prior medians (``init_to_median``) and scales at 0.1.
         objective: an objective from :mod:`vi_ext.objectives`, a user-written one, or a
             registered name (``"elbo"``). Default: the ELBO with one particle.
         optimizer: an optax ``GradientTransformation``; default ``optax.adam(1e-2)``.
