@@ -49,3 +49,18 @@ def test_console_script_demo(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "theta[7]" in proc.stdout
     assert (tmp_path / "vi_ext_output" / "eight_schools_loss.png").exists()
+
+
+def test_checkpoint_and_resume_from_the_command_line(tmp_path, capsys):
+    ck = str(tmp_path / "run.npz")
+    plot = str(tmp_path / "fit.png")
+    base = ["fit", "models.eight_schools", "--no-progress", "--samples", "100", "--plot", plot]
+    assert cli.main(base + ["--steps", "100", "--checkpoint", ck]) == 0
+    out = capsys.readouterr().out
+    assert "ELBO" in out and "Pareto k-hat" in out
+    assert cli.main(base + ["--steps", "200", "--checkpoint", ck, "--resume", ck]) == 0
+    assert "steps=200" in capsys.readouterr().out
+    with open(ck, "wb") as f:
+        f.write(b"garbage")
+    assert cli.main(base + ["--steps", "300", "--resume", ck]) == 2
+    assert "corrupted or truncated" in capsys.readouterr().err
