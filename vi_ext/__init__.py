@@ -8,7 +8,15 @@ Objectives are programs (:mod:`vi_ext.program`); gradient strategies are chosen 
 (:mod:`vi_ext.estimators`); :func:`estimate` gives an unbiased (value, gradient) estimate.
 """
 
-from vi_ext import checkpoint, diagnostics, estimators, objectives, program, stopping
+from vi_ext import (
+    boosting,
+    checkpoint,
+    diagnostics,
+    estimators,
+    objectives,
+    program,
+    stopping,
+)
 from vi_ext.checkpoint import CheckpointError
 from vi_ext.errors import ArgumentError, CallbackError, NonFiniteError, SiteError, VIError
 from vi_ext.fit import FitState, fit
@@ -27,6 +35,7 @@ __all__ = [
     "NonFiniteError",
     "SiteError",
     "VIError",
+    "boosting",
     "checkpoint",
     "diagnostics",
     "estimate",

@@ -1,0 +1,18 @@
+"""Boosting variational inference: mixture guides grown by Frank-Wolfe.
+
+    res = vx.boosting.boost(model, *args, num_components=10, step_size="adaptive", **kwargs)
+    res.sample(1000); res.elbo(); res.history
+
+- :mod:`vi_ext.boosting.mixture`: mixtures of diagonal Gaussians (exact log density,
+  sampling, closed-form L2 distances).
+- :mod:`vi_ext.boosting.target`: a NumPyro model as a log density on a flat unconstrained
+  space.
+- :mod:`vi_ext.boosting.frank_wolfe`: the boosting loop and its step-size rules, including
+  the local-curvature approximate backtracking of Dresdner et al. (IJCAI 2021).
+"""
+
+from vi_ext.boosting import mixture, target
+from vi_ext.boosting.frank_wolfe import STEP_SIZES, BoostResult, Settings, boost
+from vi_ext.boosting.mixture import Mixture
+
+__all__ = ["STEP_SIZES", "BoostResult", "Mixture", "Settings", "boost", "mixture", "target"]
