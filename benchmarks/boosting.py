@@ -5,7 +5,7 @@ Targets:
 - ``mixture_2d``: three well-separated 2-D Gaussians (normalized);
 - ``logistic_regression``: the bundled breast-cancer model (ELBO only).
 
-For each rule ("adaptive" = AdaFW, "fixed" = 2/(t+2), "line_search") the mixture's ELBO is
+For each rule ("adaptive" = AdaFW, "fixed" = 2/(t+2), "line_search", "global") the mixture's ELBO is
 estimated after every component with 4000 draws (one fixed key), next to a single-Gaussian
 fit (the first component). Reported: ELBO per component, cumulative seconds, and the
 paper's comparison: components and seconds AdaFW needs to reach the fixed rule's final
@@ -61,7 +61,7 @@ def elbo_of(mix, log_density, key, n=4000):
 
 def run(name, log_density, dim, model_kw, components, quick):
     out = {}
-    for rule in ("adaptive", "fixed", "line_search"):
+    for rule in ("adaptive", "fixed", "line_search", "global"):
         t = time.perf_counter()
         if model_kw is None:
             res = vx.boosting.boost(None, log_density=log_density, dim=dim,

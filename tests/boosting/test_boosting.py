@@ -94,6 +94,10 @@ def test_fixed_and_line_search_rules():
                            progress=False, settings=FAST, **kw)
     for h in ls.history[1:]:  # the chosen step is the grid minimum: never above gamma = 0
         assert h["f_after"] <= h["f_before"] + 1e-6
+    glob = vx.boosting.boost(None, log_density=_bimodal, dim=1, num_components=4,
+                             step_size="global", progress=False, settings=FAST)
+    curv = [h["log_L"] for h in glob.history[1:] if h["log_L"] is not None]
+    assert curv and all(c == curv[0] for c in curv)  # one constant L
 
 
 def test_bad_arguments():

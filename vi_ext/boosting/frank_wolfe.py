@@ -16,6 +16,9 @@ With f(q) = KL(q || p) = E_q[log q - log p] + log Z, iteration t adds one compon
    - ``"fixed"``: gamma = 2 / (t + 2);
    - ``"line_search"``: gamma minimizing the Monte Carlo estimate of f(q_t + gamma d) on a
      grid of 201 values in [0, 1];
+   - ``"global"``: gamma = min(g / (L ||d||^2), 1) with one constant L, found by the
+     adaptive rule's backtracking at the first step and kept (the classical global-curvature
+     rule, with L estimated rather than assumed);
    - ``"adaptive"`` (AdaFW, the local-curvature approximate backtracking of Dresdner et al.,
      2021, after Pedregosa et al., 2020): L <- eta L_prev; gamma = min(g / (L ||d||^2), 1);
      accept when
@@ -53,7 +56,7 @@ from vi_ext.boosting.target import Target, from_model
 from vi_ext.errors import ArgumentError
 from vi_ext.keys import as_key
 
-STEP_SIZES = ("adaptive", "fixed", "line_search")
+STEP_SIZES = ("adaptive", "fixed", "line_search", "global")
 
 
 class Settings(NamedTuple):
@@ -304,8 +307,8 @@ def boost(
             unconstrained latent space); or None with ``log_density`` and ``dim``.
         *model_args: the model's positional arguments.
         num_components: components to add (the first is a plain ELBO fit).
-        step_size: ``"adaptive"`` (AdaFW backtracking, default), ``"fixed"`` (2/(t+2)) or
-            ``"line_search"``.
+        step_size: ``"adaptive"`` (AdaFW backtracking, default), ``"fixed"`` (2/(t+2)),
+            ``"line_search"`` or ``"global"`` (one curvature constant).
         key: an int seed or a JAX key.
         progress: a progress bar over components.
         settings: :class:`Settings` (RELBO steps, samples, backtracking constants).
@@ -408,13 +411,18 @@ def _choose_step(rule, est, g, f0, log_d2, log_L, t, gammas, settings):
         values = jax.vmap(lambda gm: _objective(est, gm))(gammas)
         values = jnp.where(jnp.isfinite(values), values, jnp.inf)
         return float(gammas[jnp.argmin(values)]), 0, False, log_L, float("nan")
-    # adaptive: AdaFW
+    if rule == "global" and log_L is not None:
+        if not (g > 0) or not math.isfinite(g):
+            return 0.0, 0, False, log_L, float("nan")
+        gamma = min(math.exp(math.log(g) - log_L - log_d2), 1.0)
+        return gamma, 0, False, log_L, float("nan")
+    # adaptive: AdaFW (and the first step of "global", which fixes L)
     if not (g > 0) or not math.isfinite(g):
         # the oracle's component is not a descent direction by this estimate: no step
         return 0.0, 0, False, log_L, float("nan")
     if log_L is None:
         log_L = math.log(g) - log_d2  # optimistic start: the first trial step is gamma = 1
-    else:
+    elif rule == "adaptive":
         log_L = log_L + math.log(settings.eta)
     tried = {0.0: f0}
     start_log_L = log_L
