@@ -1,9 +1,8 @@
 """Boosting VI: ELBO against components and wall time for each step-size rule.
 
-Targets:
-- ``bimodal_1d``: 0.4 N(-2.5, 0.6) + 0.6 N(2, 0.9) (normalized: KL(q || p) = -ELBO);
-- ``mixture_2d``: three well-separated 2-D Gaussians (normalized);
-- ``logistic_regression``: the bundled breast-cancer model (ELBO only).
+Targets: the models of ``models/multimodal.py`` (a 1-D and a 2-D Gaussian mixture, a banana,
+a 10-D mixture; all normalized, so KL(q || p) = -ELBO) and the bundled logistic regression
+(ELBO only).
 
 For each rule ("adaptive" = AdaFW, "fixed" = 2/(t+2), "line_search", "global") the mixture's ELBO is
 estimated after every component with 4000 draws (one fixed key), next to a single-Gaussian
@@ -29,28 +28,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import numpyro.distributions as dist  # noqa: E402
-from jax.scipy.special import logsumexp  # noqa: E402
 
 import vi_ext as vx  # noqa: E402
-from models import logistic_regression  # noqa: E402
+from models import logistic_regression, multimodal  # noqa: E402
 from vi_ext.boosting import mixture as mx  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "boosting.json")
-
-
-def bimodal(z):
-    x = z[0]
-    return logsumexp(jnp.array([jnp.log(0.4) + dist.Normal(-2.5, 0.6).log_prob(x),
-                                jnp.log(0.6) + dist.Normal(2.0, 0.9).log_prob(x)]))
-
-
-_M2 = jnp.array([[-3.0, 0.0], [3.0, 2.0], [0.0, -4.0]])
-
-
-def mixture_2d(z):
-    lp = dist.Normal(_M2, jnp.array([0.7, 1.0])).log_prob(z).sum(-1)
-    return logsumexp(lp + jnp.log(jnp.array([0.3, 0.3, 0.4])))
 
 
 def elbo_of(mix, log_density, key, n=4000):
@@ -59,17 +42,12 @@ def elbo_of(mix, log_density, key, n=4000):
     return float(jnp.mean(lw)), float(jnp.std(lw) / np.sqrt(n))
 
 
-def run(name, log_density, dim, model_kw, components, quick):
+def run(name, model, model_kw, components):
     out = {}
     for rule in ("adaptive", "fixed", "line_search", "global"):
         t = time.perf_counter()
-        if model_kw is None:
-            res = vx.boosting.boost(None, log_density=log_density, dim=dim,
-                                    num_components=components, step_size=rule,
-                                    progress=False, key=0)
-        else:
-            res = vx.boosting.boost(logistic_regression.model, num_components=components,
-                                    step_size=rule, progress=False, key=0, **model_kw)
+        res = vx.boosting.boost(model, num_components=components, step_size=rule,
+                                progress=False, key=0, **model_kw)
         total = time.perf_counter() - t
         target = res.target.log_density
         elbos, ses, secs = [], [], []
@@ -108,12 +86,11 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer components")
     args = ap.parse_args()
     k = 4 if args.quick else 10
-    results = {
-        "bimodal_1d": run("bimodal_1d", bimodal, 1, None, k, args.quick),
-        "mixture_2d": run("mixture_2d", mixture_2d, 2, None, k, args.quick),
-        "logistic_regression": run("logistic_regression", None, None,
-                                   logistic_regression.data(), max(3, k // 2), args.quick),
-    }
+    results = {name: run(name, m, {}, k) for name, m in (
+        ("mixture_1d", multimodal.mixture_1d), ("mixture_2d", multimodal.mixture_2d),
+        ("banana", multimodal.banana), ("mixture_10d", multimodal.mixture_10d))}
+    results["logistic_regression"] = run("logistic_regression", logistic_regression.model,
+                                         logistic_regression.data(), max(3, k // 2))
     out = {"benchmark": "boosting", "results": results,
            "meta": {"jax": jax.__version__, "vi_ext": vx.__version__, "quick": args.quick,
                     "cpu_count": os.cpu_count(), "platform": platform.platform()}}

@@ -11,6 +11,7 @@ Every module defines one or more model functions, ``model`` (its default model) 
   breast-cancer data (569 x 30).
 - :mod:`models.time_series`: a centered AR(1) with heavy-tailed priors whose density is NaN
   for |phi| >= 1, as a new user writes it (and ``stationary``, the fixed model).
+- :mod:`models.multimodal`: multimodal and curved targets for boosting VI.
 - :mod:`models.cone`: the noisy cone, a ring-shaped posterior, with a hierarchical guide
   for the HVI family of objectives.
 - :mod:`models.gaussian_mixture`: a 1-d Gaussian mixture with discrete assignments.

@@ -141,3 +141,17 @@ def test_boosting_a_bimodal_target_beats_the_best_single_gaussian():
     active = np.asarray(res.mixture.weights) > 0
     locs = np.asarray(res.mixture.locs[:, 0])[active]
     assert np.any(np.abs(locs + 2.5) < 0.5) and np.any(np.abs(locs - 2.0) < 0.5)
+
+
+def test_multimodal_models_are_normalized_and_boostable():
+    from numpyro.infer.util import log_density
+
+    from models import multimodal
+
+    g = jnp.linspace(-10.0, 10.0, 20001)
+    lp = jax.vmap(lambda x: log_density(multimodal.mixture_1d, (), {}, {"x": x})[0])(g)
+    assert abs(float(jnp.sum(jnp.exp(lp)) * (g[1] - g[0])) - 1.0) < 2e-3
+    res = vx.boosting.boost(multimodal.mixture_1d, num_components=3, step_size="line_search",
+                            progress=False, settings=FAST)
+    assert res.sample(100)["x"].shape == (100,)
+    assert res.history[-1]["elbo"] > res.history[0]["elbo"]
