@@ -48,7 +48,7 @@ class FitResult:
     @property
     def num_rejected(self) -> int:
         """Number of steps rejected for a non-finite loss or gradient."""
-        return int(self.state.num_rejected)
+        return int(getattr(self.state, "num_rejected", 0))
 
     def site_names(self) -> list[str]:
         """Names of the model's latent and deterministic sites, in execution order."""

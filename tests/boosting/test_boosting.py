@@ -155,3 +155,19 @@ def test_multimodal_models_are_normalized_and_boostable():
                             progress=False, settings=FAST)
     assert res.sample(100)["x"].shape == (100,)
     assert res.history[-1]["elbo"] > res.history[0]["elbo"]
+
+
+def test_the_mixture_as_a_numpyro_guide_has_fit_results_surface(boosted):
+    fr = boosted.as_fit_result()
+    assert set(fr.params) == {"boost_log_weights", "boost_locs", "boost_log_scales"}
+    a, b = boosted.elbo(3000, key=1), fr.elbo(3000, key=2)
+    assert abs(a.value - b.value) < 4 * np.hypot(a.se, b.se)
+    draws = fr.sample(4000, key=3)
+    ref = boosted.sample(4000, key=4)
+    for name in ("mu", "theta"):
+        sd = ref[name].std(0)
+        assert np.all(np.abs(draws[name].mean(0) - ref[name].mean(0)) < 4 * sd * np.sqrt(2 / 4000))
+    assert "mu" in fr.summary(num_samples=200).index
+    with pytest.raises(ValueError, match="log density"):
+        vx.boosting.boost(None, log_density=_bimodal, dim=1, num_components=1, progress=False,
+                          settings=FAST).as_fit_result()

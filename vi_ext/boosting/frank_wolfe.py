@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 import optax
 from tqdm.auto import tqdm
 
@@ -281,6 +282,30 @@ class BoostResult:
         fig.savefig(path, dpi=120)
         plt.close(fig)
         return path
+
+    def as_fit_result(self):
+        """The mixture as a :class:`~vi_ext.result.FitResult` (model must be a NumPyro
+        model): ``summary``, ``to_arviz``, ``predictive``, ``log_predictive``, ``psis_khat``
+        and the rest work on it, through the :class:`~vi_ext.boosting.guide.AutoMixture`
+        guide. ``losses`` are the negated ELBO estimates per component."""
+        from vi_ext.boosting.guide import AutoMixture
+        from vi_ext.program.objective import Objective
+        from vi_ext.result import FitResult
+
+        if self.model is None:
+            raise ValueError("as_fit_result(): this result was boosted from a log density, "
+                             "not a NumPyro model.")
+        guide = AutoMixture(self.model, self.mixture, self.target.unravel)
+        # run the guide once to set it up, then read its params
+        with numpyro.handlers.block():
+            tr = numpyro.handlers.trace(numpyro.handlers.seed(guide, 0)).get_trace(
+                *self.model_args, **self.model_kwargs)
+        params = {n: s["value"] for n, s in tr.items() if s["type"] == "param"}
+        return FitResult(model=self.model, guide=guide, params=params,
+                         losses=np.array([-h["elbo"] for h in self.history]), state=None,
+                         objective=Objective(program=None, name="boosting"),
+                         model_args=self.model_args, model_kwargs=self.model_kwargs,
+                         seconds=float(sum(h["seconds"] for h in self.history)))
 
     def __repr__(self) -> str:
         last = self.history[-1] if self.history else {}
