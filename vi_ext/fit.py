@@ -379,7 +379,8 @@ def fit(
         model: a NumPyro model.
         *model_args: positional arguments of the model (and guide).
         guide: a NumPyro guide; ``None`` builds ``AutoNormal(model)`` with its locations
-            initialized at the prior medians (``init_to_median``) and scales at 0.1.
+            initialized at the prior medians (``init_to_median``) and scales at 0.1;
+            ``vx.boosting.BoostedMixture(...)`` grows a mixture by boosting instead.
         objective: an objective from :mod:`vi_ext.objectives`, a user-written one, or a
             registered name (``"elbo"``). Default: the ELBO with one particle.
         optimizer: an optax ``GradientTransformation``; default ``optax.adam(1e-2)``.
@@ -424,6 +425,13 @@ def fit(
         >>> res = vx.fit(eight_schools.model, num_steps=2000, **eight_schools.data())
         >>> res.summary()
     """
+    from vi_ext.boosting import BoostedMixture
+
+    if isinstance(guide, BoostedMixture):
+        return _fit_boosted(model, model_args, model_kwargs, guide, num_steps, key, progress,
+                            objective=objective, optimizer=optimizer, estimators=estimators,
+                            init_params=init_params, stopping=stopping, callbacks=callbacks,
+                            checkpoint=checkpoint, resume=resume)
     _validate(model, guide, num_steps, optimizer, progress, max_rejections, chunk_size)
     callbacks = _validate_callbacks(callbacks, callback_every)
     for name, every in (("checkpoint_every", checkpoint_every),):
@@ -529,6 +537,29 @@ def fit(
         )
     return _result(fitter, model, model_args, model_kwargs, state, losses[:done], seconds,
                    stop_reason)
+
+
+def _fit_boosted(model, model_args, model_kwargs, spec, num_steps, key, progress, *,
+                 objective, **others):
+    """fit(guide=BoostedMixture(...)): run boosting, return its FitResult view."""
+    from vi_ext.boosting import Settings, boost
+
+    for name, value in others.items():
+        if value is not None and value != ():
+            raise ArgumentError(
+                name, "does not apply to a boosted mixture guide (boosting runs its own "
+                "Frank-Wolfe loop); tune it with BoostedMixture(settings=...)."
+            )
+    if _objectives.get(objective).name != "elbo":
+        raise ArgumentError("objective", "boosting minimizes KL(q || p): use the ELBO.")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) \
+            or num_steps < 1:
+        raise ArgumentError("num_steps", f"expected a positive int, got {num_steps!r}.")
+    settings = (spec.settings or Settings())._replace(first_steps=int(num_steps))
+    res = boost(model, *model_args, num_components=spec.num_components,
+                step_size=spec.step_size, key=key, progress=progress, settings=settings,
+                **model_kwargs)
+    return res.as_fit_result()
 
 
 def _result(fitter, model, model_args, model_kwargs, state, losses, seconds, stop_reason):

@@ -171,3 +171,17 @@ def test_the_mixture_as_a_numpyro_guide_has_fit_results_surface(boosted):
     with pytest.raises(ValueError, match="log density"):
         vx.boosting.boost(None, log_density=_bimodal, dim=1, num_components=1, progress=False,
                           settings=FAST).as_fit_result()
+
+
+def test_boosting_is_reachable_from_fit():
+    import optax
+
+    kw = eight_schools.data()
+    spec = vx.boosting.BoostedMixture(num_components=2, step_size="line_search", settings=FAST)
+    res = vx.fit(eight_schools.model, guide=spec, num_steps=300, progress=False, **kw)
+    assert isinstance(res, vx.FitResult) and res.objective.name == "boosting"
+    assert len(res.losses) == 2 and res.sample(50)["theta"].shape == (50, 8)
+    with pytest.raises(vx.ArgumentError, match="optimizer.*does not apply"):
+        vx.fit(eight_schools.model, guide=spec, optimizer=optax.sgd(0.1), **kw)
+    with pytest.raises(vx.ArgumentError, match="objective"):
+        vx.fit(eight_schools.model, guide=spec, objective=vx.objectives.iwae(4), **kw)

@@ -12,7 +12,15 @@
 """
 
 from vi_ext.boosting import mixture, target
-from vi_ext.boosting.frank_wolfe import STEP_SIZES, BoostResult, Settings, boost
+from vi_ext.boosting.frank_wolfe import (
+    STEP_SIZES,
+    BoostedMixture,
+    BoostResult,
+    Settings,
+    boost,
+)
+from vi_ext.boosting.guide import AutoMixture
 from vi_ext.boosting.mixture import Mixture
 
-__all__ = ["STEP_SIZES", "BoostResult", "Mixture", "Settings", "boost", "mixture", "target"]
+__all__ = ["STEP_SIZES", "AutoMixture", "BoostResult", "BoostedMixture", "Mixture", "Settings",
+           "boost", "mixture", "target"]

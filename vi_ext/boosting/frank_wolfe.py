@@ -94,6 +94,23 @@ class Settings(NamedTuple):
     init_window: float = 5.0
 
 
+class BoostedMixture(NamedTuple):
+    """Ask :func:`vi_ext.fit` for a boosted mixture: ``vx.fit(model, guide=BoostedMixture())``.
+
+    fit then runs :func:`boost` (its ``num_steps`` is the first component's ELBO fit) and
+    returns ``BoostResult.as_fit_result()``: one implementation serves both entry points.
+
+    Attributes:
+        num_components: components to add.
+        step_size: the step-size rule (see :func:`boost`).
+        settings: :class:`Settings`; ``first_steps`` is taken from fit's ``num_steps``.
+    """
+
+    num_components: int = 10
+    step_size: str = "adaptive"
+    settings: Settings | None = None
+
+
 def _fit_component(log_target: Callable, settings: Settings, steps: int, learning_rate: float):
     """Compiled oracle: (mixture, has_mixture, lam, init_loc, init_log_scale, key) ->
     (loc, log_scale, relbo). Maximizes the RELBO with Adam in one lax.scan; a step whose

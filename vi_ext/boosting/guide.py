@@ -43,7 +43,10 @@ class AutoMixture(AutoContinuous):
 
     def _get_posterior(self):
         order = self._column_order()
-        log_w = numpyro.param(f"{self.prefix}_log_weights", self._mixture.log_weights)
+        # empty slots weigh 0: a very negative finite logit (Categorical rejects -inf)
+        init_w = jnp.where(jnp.isfinite(self._mixture.log_weights), self._mixture.log_weights,
+                           -1e30)
+        log_w = numpyro.param(f"{self.prefix}_log_weights", init_w)
         locs = numpyro.param(f"{self.prefix}_locs", self._mixture.locs[:, order])
         log_scales = numpyro.param(f"{self.prefix}_log_scales",
                                    self._mixture.log_scales[:, order])
