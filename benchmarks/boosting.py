@@ -2,7 +2,7 @@
 
 Targets: the models of ``models/multimodal.py`` (a 1-D and a 2-D Gaussian mixture, a banana,
 a 10-D mixture; all normalized, so KL(q || p) = -ELBO) and the bundled logistic regression
-(ELBO only).
+(fitted on a fixed 80% split; held-out log predictive density and AUROC on the other 20%).
 
 For each rule ("adaptive" = AdaFW, "fixed" = 2/(t+2), "line_search", "global") the mixture's ELBO is
 estimated after every component with 4000 draws (one fixed key), next to a single-Gaussian
@@ -42,7 +42,34 @@ def elbo_of(mix, log_density, key, n=4000):
     return float(jnp.mean(lw)), float(jnp.std(lw) / np.sqrt(n))
 
 
-def run(name, model, model_kw, components):
+def auroc(scores, labels):
+    """Area under the ROC curve (Mann-Whitney U, ties counted half)."""
+    scores, labels = np.asarray(scores), np.asarray(labels).astype(bool)
+    pos, neg = scores[labels], scores[~labels]
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+def logistic_split(seed=0, train_fraction=0.8):
+    d = logistic_regression.data()
+    X, y = np.asarray(d["X"]), np.asarray(d["y"])
+    idx = np.random.default_rng(seed).permutation(len(y))
+    cut = int(train_fraction * len(y))
+    return (X[idx[:cut]], y[idx[:cut]]), (X[idx[cut:]], y[idx[cut:]])
+
+
+def logistic_heldout(res, test):
+    """Held-out log predictive density and AUROC of the posterior mean probability."""
+    X, y = test
+    fr = res.as_fit_result()
+    lppd = fr.log_predictive(X, y=y, num_samples=2000, key=11)
+    draws = fr.sample(2000, key=12)
+    logits = draws["alpha"][:, None] + draws["beta"] @ X.T
+    prob = np.mean(1.0 / (1.0 + np.exp(-logits)), axis=0)
+    return {"heldout_log_predictive": lppd, "heldout_auroc": auroc(prob, y)}
+
+
+def run(name, model, model_kw, components, evaluate=None):
     out = {}
     for rule in ("adaptive", "fixed", "line_search", "global"):
         t = time.perf_counter()
@@ -65,6 +92,10 @@ def run(name, model, model_kw, components):
         out[rule] = {"elbo": elbos, "se": ses, "seconds": secs, "total_seconds": total,
                      "gamma": [h["gamma"] for h in res.history],
                      "fallbacks": int(sum(bool(h.get("fallback")) for h in res.history))}
+        if evaluate is not None:
+            extra = evaluate(res)
+            out[rule].update(extra)
+            print(f"{name:20s} {rule:11s} {extra}", flush=True)
         print(f"{name:20s} {rule:11s} ELBO by component {np.round(elbos, 3).tolist()} "
               f"({total:.1f} s)", flush=True)
     fixed_final = out["fixed"]["elbo"][-1]
@@ -89,8 +120,12 @@ def main():
     results = {name: run(name, m, {}, k) for name, m in (
         ("mixture_1d", multimodal.mixture_1d), ("mixture_2d", multimodal.mixture_2d),
         ("banana", multimodal.banana), ("mixture_10d", multimodal.mixture_10d))}
-    results["logistic_regression"] = run("logistic_regression", logistic_regression.model,
-                                         logistic_regression.data(), max(3, k // 2))
+    (X, y), test = logistic_split()
+    results["logistic_regression"] = run(
+        "logistic_regression", logistic_regression.model, {"X": X, "y": y}, max(3, k // 2),
+        evaluate=lambda res: logistic_heldout(res, test))
+    results["logistic_regression"]["split"] = {"train": int(len(y)), "test": int(len(test[1])),
+                                               "seed": 0}
     out = {"benchmark": "boosting", "results": results,
            "meta": {"jax": jax.__version__, "vi_ext": vx.__version__, "quick": args.quick,
                     "cpu_count": os.cpu_count(), "platform": platform.platform()}}
