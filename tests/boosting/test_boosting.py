@@ -185,3 +185,34 @@ def test_boosting_is_reachable_from_fit():
         vx.fit(eight_schools.model, guide=spec, optimizer=optax.sgd(0.1), **kw)
     with pytest.raises(vx.ArgumentError, match="objective"):
         vx.fit(eight_schools.model, guide=spec, objective=vx.objectives.iwae(4), **kw)
+
+
+@pytest.mark.parametrize("rule", ["line_search", "adaptive"])
+def test_an_away_step_drops_a_useless_component(rule):
+    from vi_ext.boosting import frank_wolfe as fw
+
+    def target(z):
+        return dist.Normal(0.0, 1.0).log_prob(z[0])
+
+    # q = 0.9 N(0, 1) + 0.1 N(8, 0.5^2) for p = N(0, 1): the second component is all waste
+    mix = mx.add(mx.add(mx.empty(3, 1), 0, jnp.zeros(1), jnp.zeros(1), jnp.array(1.0)), 1,
+                 jnp.array([8.0]), jnp.log(jnp.array([0.5])), jnp.array(0.1))
+    out = fw._try_away(target, mix, -1.0, rule, None, 2, fw.Settings(), jax.random.PRNGKey(0))
+    new, gamma, kind = out[0], out[1], out[-1]
+    assert kind == "drop" and abs(gamma - 0.1 / 0.9) < 1e-5
+    np.testing.assert_array_equal(np.asarray(new.weights), [1.0, 0.0, 0.0])
+    assert out[7] < out[6]  # f after < f before
+
+
+def test_boosting_with_away_steps_keeps_the_weights_on_the_simplex():
+    from models import multimodal
+
+    res = vx.boosting.boost(multimodal.mixture_1d, num_components=5, step_size="line_search",
+                            variant="away", progress=False, settings=FAST)
+    assert abs(res.weights.sum() - 1.0) < 1e-5 and np.all(res.weights > 0)
+    assert {h.get("step") for h in res.history[1:]} <= {"frank_wolfe", "away", "drop"}
+    with pytest.raises(vx.ArgumentError, match="variant"):
+        vx.boosting.boost(multimodal.mixture_1d, variant="pairwise", progress=False)
+    with pytest.raises(vx.ArgumentError, match="away steps need"):
+        vx.boosting.boost(multimodal.mixture_1d, variant="away", step_size="fixed",
+                          progress=False)

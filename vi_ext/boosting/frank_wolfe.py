@@ -52,12 +52,14 @@ import numpyro
 import optax
 from tqdm.auto import tqdm
 
+from vi_ext.boosting import away
 from vi_ext.boosting import mixture as mx
 from vi_ext.boosting.target import Target, from_model
 from vi_ext.errors import ArgumentError
 from vi_ext.keys import as_key
 
 STEP_SIZES = ("adaptive", "fixed", "line_search", "global")
+VARIANTS = ("fw", "away")
 
 
 class Settings(NamedTuple):
@@ -103,11 +105,13 @@ class BoostedMixture(NamedTuple):
     Attributes:
         num_components: components to add.
         step_size: the step-size rule (see :func:`boost`).
+        variant: ``"fw"`` or ``"away"`` (see :func:`boost`).
         settings: :class:`Settings`; ``first_steps`` is taken from fit's ``num_steps``.
     """
 
     num_components: int = 10
     step_size: str = "adaptive"
+    variant: str = "fw"
     settings: Settings | None = None
 
 
@@ -335,6 +339,7 @@ def boost(
     *model_args: Any,
     num_components: int = 10,
     step_size: str = "adaptive",
+    variant: str = "fw",
     key: Any = 0,
     progress: bool = True,
     settings: Settings | None = None,
@@ -351,6 +356,10 @@ def boost(
         num_components: components to add (the first is a plain ELBO fit).
         step_size: ``"adaptive"`` (AdaFW backtracking, default), ``"fixed"`` (2/(t+2)),
             ``"line_search"`` or ``"global"`` (one curvature constant).
+        variant: ``"fw"`` (plain Frank-Wolfe) or ``"away"`` (AdaAFW: at each iteration,
+            the away step from the worst component is taken instead when its gap is larger;
+            a full away step drops that component). Away steps need ``step_size`` other
+            than ``"fixed"``.
         key: an int seed or a JAX key.
         progress: a progress bar over components.
         settings: :class:`Settings` (RELBO steps, samples, backtracking constants).
@@ -364,6 +373,11 @@ def boost(
     settings = settings or Settings()
     if step_size not in STEP_SIZES:
         raise ArgumentError("step_size", f"expected one of {STEP_SIZES}, got {step_size!r}.")
+    if variant not in VARIANTS:
+        raise ArgumentError("variant", f"expected one of {VARIANTS}, got {variant!r}.")
+    if variant == "away" and step_size == "fixed":
+        raise ArgumentError("variant", "away steps need a step-size rule that can measure "
+                            "them: step_size='adaptive', 'line_search' or 'global'.")
     if isinstance(num_components, bool) or not isinstance(num_components, int) \
             or num_components < 1:
         raise ArgumentError("num_components", f"expected an int >= 1, got {num_components!r}.")
@@ -380,7 +394,6 @@ def boost(
     fit_component = _fit_component(target.log_density, settings, settings.relbo_steps,
                                    settings.relbo_learning_rate)
     estimates = _step_estimates(target.log_density, settings)
-    gammas = jnp.linspace(0.0, 1.0, 201)
     mix = mx.empty(num_components, target.dim)
     history: list[dict] = []
     log_L = None
@@ -388,7 +401,7 @@ def boost(
     try:
         for t in range(num_components):
             t0 = time.perf_counter()
-            key, k_init, k_fit, k_est = jax.random.split(key, 4)
+            key, k_init, k_fit, k_est, k_away = jax.random.split(key, 5)
             lam = 1.0 / math.sqrt(t + 1)
             init_loc, init_log_scale = _initial_component(target, mix, t, k_init, settings)
             oracle = fit_first if t == 0 else fit_component
@@ -405,13 +418,23 @@ def boost(
                 g = float(_gap(est))
                 f0 = float(_objective(est, 0.0))
                 row = {"component": t + 1, "gap": g, "f_before": f0}
-                gamma, tries, fallback, log_L, bound = _choose_step(
-                    step_size, est, g, f0, float(log_d2), log_L, t, gammas, settings)
-                f_after = float(_objective(est, gamma))
+                away_step = None
+                if variant == "away" and int(mix.num_active) >= 2:
+                    away_step = _try_away(target.log_density, mix, g, step_size, log_L, t,
+                                          settings, k_away)
+                if away_step is not None:
+                    mix, gamma, tries, fallback, log_L, bound, f0, f_after, kind = away_step
+                    row.update(f_before=f0, step=kind)
+                else:
+                    gamma, tries, fallback, log_L, bound = _choose_step(
+                        step_size, lambda gm, e=est: _objective(e, gm), g, f0, float(log_d2),
+                        log_L, t, settings)
+                    f_after = float(_objective(est, gamma))
+                    row.update(step="frank_wolfe")
+                    if gamma > 0:
+                        mix = mx.add(mix, t, loc, log_scale, jnp.asarray(gamma))
                 row.update(gamma=float(gamma), log_L=log_L, tries=tries, fallback=fallback,
                            f_after=f_after, bound=bound)
-                if gamma > 0:
-                    mix = mx.add(mix, t, loc, log_scale, jnp.asarray(gamma))
             row.update(elbo=-f_after, relbo=float(relbo),
                        weights=np.asarray(mix.weights)[: t + 1].tolist(),
                        seconds=time.perf_counter() - t0)
@@ -421,6 +444,32 @@ def boost(
     finally:
         bar.close()
     return BoostResult(mix, target, history, model, model_args, model_kwargs)
+
+
+def _try_away(log_target, mix, g_fw, rule, log_L, t, settings, key):
+    """The away step, if its gap beats the Frank-Wolfe gap: (mixture, gamma, tries,
+    fallback, log_L, bound, f_before, f_after, kind) or None."""
+    draws = away.component_draws(log_target, mix, key, settings.num_samples)
+    v, g_a = away.away_vertex(draws, mix.log_weights)
+    g_a = float(g_a)
+    if not (g_a > g_fw) or not math.isfinite(g_a):
+        return None
+    lw = mix.log_weights
+    cap = float(away.gamma_max(lw, v))
+
+    def F(gm):
+        return away.objective(draws, away.away_log_weights(lw, v, gm))
+
+    f0 = float(F(0.0))
+    comp = mx.single(mix.locs[v], mix.log_scales[v])
+    log_d2 = float(mx.log_sq_distance(mix, comp))
+    gamma, tries, fallback, log_L, bound = _choose_step(rule, F, g_a, f0, log_d2, log_L, t,
+                                                        settings, cap=cap)
+    f_after = float(F(gamma))
+    kind = "drop" if gamma >= cap * (1 - 1e-6) else "away"
+    if gamma > 0:
+        mix = mix._replace(log_weights=away.away_log_weights(lw, v, jnp.asarray(gamma)))
+    return mix, gamma, tries, fallback, log_L, bound, f0, f_after, kind
 
 
 def _initial_component(target, mix, t, key, settings):
@@ -445,22 +494,24 @@ def _initial_component(target, mix, t, key, settings):
     return best, log_scale
 
 
-def _choose_step(rule, est, g, f0, log_d2, log_L, t, gammas, settings):
-    """(gamma, tries, fallback, log_L, bound) for one Frank-Wolfe step."""
+def _choose_step(rule, F, g, f0, log_d2, log_L, t, settings, cap=1.0):
+    """(gamma, tries, fallback, log_L, bound) for one step along a direction with gap g,
+    where F(gamma) estimates f at step gamma (common random numbers) and gamma <= cap."""
     if rule == "fixed":
-        return 2.0 / (t + 2.0), 0, False, log_L, float("nan")
+        return min(2.0 / (t + 2.0), cap), 0, False, log_L, float("nan")
     if rule == "line_search":
-        values = jax.vmap(lambda gm: _objective(est, gm))(gammas)
+        grid = jnp.linspace(0.0, cap, 201)
+        values = jax.vmap(F)(grid)
         values = jnp.where(jnp.isfinite(values), values, jnp.inf)
-        return float(gammas[jnp.argmin(values)]), 0, False, log_L, float("nan")
+        return float(grid[jnp.argmin(values)]), 0, False, log_L, float("nan")
     if rule == "global" and log_L is not None:
         if not (g > 0) or not math.isfinite(g):
             return 0.0, 0, False, log_L, float("nan")
-        gamma = min(math.exp(math.log(g) - log_L - log_d2), 1.0)
+        gamma = min(math.exp(math.log(g) - log_L - log_d2), cap)
         return gamma, 0, False, log_L, float("nan")
     # adaptive: AdaFW (and the first step of "global", which fixes L)
     if not (g > 0) or not math.isfinite(g):
-        # the oracle's component is not a descent direction by this estimate: no step
+        # the direction is not a descent direction by this estimate: no step
         return 0.0, 0, False, log_L, float("nan")
     if log_L is None:
         log_L = math.log(g) - log_d2  # optimistic start: the first trial step is gamma = 1
@@ -469,14 +520,14 @@ def _choose_step(rule, est, g, f0, log_d2, log_L, t, gammas, settings):
     tried = {0.0: f0}
     start_log_L = log_L
     for tries in range(1, settings.max_tries + 1):
-        gamma = min(math.exp(math.log(g) - log_L - log_d2), 1.0)
+        gamma = min(math.exp(math.log(g) - log_L - log_d2), cap)
         bound = f0 - gamma * g + 0.5 * gamma**2 * math.exp(log_L + log_d2)
-        value = float(_objective(est, gamma))
+        value = float(F(gamma))
         if value <= bound:
             return gamma, tries, False, log_L, bound
         tried[gamma] = value if math.isfinite(value) else math.inf
         log_L = log_L + math.log(settings.tau)
-    # fallback: the best step tried by the same estimate, or none (f never goes up)
+    # fallback: the best step tried by the same estimate, or none (f never goes up);
     # and the curvature estimate goes back to where this step started: one bad direction
     # must not freeze the steps of the next ones
     best = min(tried, key=tried.get)
