@@ -4,7 +4,8 @@ Targets: the models of ``models/multimodal.py`` (a 1-D and a 2-D Gaussian mixtur
 a 10-D mixture; all normalized, so KL(q || p) = -ELBO) and the bundled logistic regression
 (fitted on a fixed 80% split; held-out log predictive density and AUROC on the other 20%).
 
-For each rule ("adaptive" = AdaFW, "fixed" = 2/(t+2), "line_search", "global") the mixture's ELBO is
+For each rule ("adaptive" = AdaFW, "fixed" = 2/(t+2), "line_search", "global", and the
+away-step variant with "adaptive" (AdaAFW) and "line_search") the mixture's ELBO is
 estimated after every component with 4000 draws (one fixed key), next to a single-Gaussian
 fit (the first component). Reported: ELBO per component, cumulative seconds, and the
 paper's comparison: components and seconds AdaFW needs to reach the fixed rule's final
@@ -71,10 +72,13 @@ def logistic_heldout(res, test):
 
 def run(name, model, model_kw, components, evaluate=None):
     out = {}
-    for rule in ("adaptive", "fixed", "line_search", "global"):
+    configs = [("adaptive", "fw"), ("fixed", "fw"), ("line_search", "fw"), ("global", "fw"),
+               ("adaptive", "away"), ("line_search", "away")]
+    for step, variant in configs:
+        rule = step if variant == "fw" else f"{step}+away"
         t = time.perf_counter()
-        res = vx.boosting.boost(model, num_components=components, step_size=rule,
-                                progress=False, key=0, **model_kw)
+        res = vx.boosting.boost(model, num_components=components, step_size=step,
+                                variant=variant, progress=False, key=0, **model_kw)
         total = time.perf_counter() - t
         target = res.target.log_density
         elbos, ses, secs = [], [], []
@@ -91,12 +95,14 @@ def run(name, model, model_kw, components, evaluate=None):
             secs.append(cum)
         out[rule] = {"elbo": elbos, "se": ses, "seconds": secs, "total_seconds": total,
                      "gamma": [h["gamma"] for h in res.history],
-                     "fallbacks": int(sum(bool(h.get("fallback")) for h in res.history))}
+                     "fallbacks": int(sum(bool(h.get("fallback")) for h in res.history)),
+                     "steps": [h.get("step", "first") for h in res.history],
+                     "components_in_use": int(res.weights.size)}
         if evaluate is not None:
             extra = evaluate(res)
             out[rule].update(extra)
             print(f"{name:20s} {rule:11s} {extra}", flush=True)
-        print(f"{name:20s} {rule:11s} ELBO by component {np.round(elbos, 3).tolist()} "
+        print(f"{name:20s} {rule:16s} ELBO by component {np.round(elbos, 3).tolist()} "
               f"({total:.1f} s)", flush=True)
     fixed_final = out["fixed"]["elbo"][-1]
     ada = out["adaptive"]
