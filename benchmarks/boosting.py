@@ -18,9 +18,7 @@ Run from the repository root: ``python benchmarks/boosting.py [--quick]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 
@@ -31,6 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import vi_ext as vx  # noqa: E402
+from benchmarks._report import environment, write  # noqa: E402
 from models import logistic_regression, multimodal  # noqa: E402
 from vi_ext.boosting import mixture as mx  # noqa: E402
 
@@ -132,13 +131,8 @@ def main():
         evaluate=lambda res: logistic_heldout(res, test))
     results["logistic_regression"]["split"] = {"train": int(len(y)), "test": int(len(test[1])),
                                                "seed": 0}
-    out = {"benchmark": "boosting", "results": results,
-           "meta": {"jax": jax.__version__, "vi_ext": vx.__version__, "quick": args.quick,
-                    "cpu_count": os.cpu_count(), "platform": platform.platform()}}
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        json.dump(out, f, indent=1)
-    print("wrote", RESULTS)
+    write(RESULTS, {"benchmark": "boosting", "results": results,
+                    "meta": environment(quick=args.quick)})
 
 
 if __name__ == "__main__":

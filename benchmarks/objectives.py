@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -37,12 +36,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import numpyro  # noqa: E402
 import optax  # noqa: E402
 from numpyro.infer import SVI, RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO  # noqa: E402
 from numpyro.infer.autoguide import AutoNormal  # noqa: E402
 
 import vi_ext as vx  # noqa: E402
+from benchmarks._report import environment, write  # noqa: E402
 from models import (  # noqa: E402
     cone,
     eight_schools,
@@ -422,15 +421,10 @@ def main():
         results[p]["quick"] = args.quick
     out = {
         "benchmark": "objectives",
-        "meta": {"jax": jax.__version__, "numpyro": numpyro.__version__,
-                 "optax": optax.__version__, "vi_ext": vx.__version__,
-                 "cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "meta": environment(),
         "results": results,
     }
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        json.dump(out, f, indent=1)
-    print("wrote", RESULTS)
+    write(RESULTS, out)
 
 
 if __name__ == "__main__":

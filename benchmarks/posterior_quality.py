@@ -22,9 +22,7 @@ Run from the repository root: ``python benchmarks/posterior_quality.py [--quick]
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 import warnings
@@ -40,6 +38,7 @@ from numpyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO  # noqa: E402
 from numpyro.infer.autoguide import AutoNormal  # noqa: E402
 
 import vi_ext as vx  # noqa: E402
+from benchmarks._report import environment, write  # noqa: E402
 from models import eight_schools, logistic_regression, time_series  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
@@ -152,15 +151,10 @@ def main():
         "protocol": {"steps": steps, "seeds": seeds, "guide_draws": 4000,
                      "numpyro": "AutoNormal + Trace_ELBO + optax.adam(1e-2)",
                      "vi_ext": "vx.fit defaults"},
-        "meta": {"jax": jax.__version__, "numpyro": numpyro.__version__,
-                 "vi_ext": vx.__version__, "cpu_count": os.cpu_count(),
-                 "platform": platform.platform(), "quick": args.quick},
+        "meta": environment(quick=args.quick),
         "results": out,
     }
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        json.dump(result, f, indent=1)
-    print("wrote", RESULTS)
+    write(RESULTS, result)
 
 
 if __name__ == "__main__":

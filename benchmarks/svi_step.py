@@ -20,9 +20,7 @@ Run from the repository root: ``python benchmarks/svi_step.py [--quick]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 
@@ -31,12 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import numpyro  # noqa: E402
 import optax  # noqa: E402
 from numpyro.infer import SVI, Trace_ELBO  # noqa: E402
 from numpyro.infer.autoguide import AutoNormal  # noqa: E402
 
 import vi_ext as vx  # noqa: E402
+from benchmarks._report import environment, write  # noqa: E402
 from models import eight_schools, logistic_regression  # noqa: E402
 from vi_ext.fit import build  # noqa: E402
 
@@ -156,21 +154,10 @@ def main():
     out = {
         "benchmark": "svi_step",
         "target": "ratio_vi_ext_over_numpyro <= 1.0",
-        "meta": {
-            "jax": jax.__version__,
-            "numpyro": numpyro.__version__,
-            "optax": optax.__version__,
-            "vi_ext": vx.__version__,
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "quick": args.quick,
-        },
+        "meta": environment(quick=args.quick),
         "results": results,
     }
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        json.dump(out, f, indent=1)
-    print("wrote", RESULTS)
+    write(RESULTS, out)
 
 
 if __name__ == "__main__":

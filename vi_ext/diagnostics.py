@@ -53,6 +53,14 @@ class KHat(NamedTuple):
     verdict: str
 
 
+def khat_summary(values) -> KHat:
+    """KHat of per-seed k-hat values: mean, max and the verdict of the worst one."""
+    values = tuple(float(v) for v in values)
+    worst = max(values)
+    verdict = "good" if worst < 0.5 else "ok" if worst < 0.7 else "unreliable"
+    return KHat(values, float(np.mean(values)), float(worst), verdict)
+
+
 def _check_num(n: Any, name: str, least: int = 1) -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < least:
         raise ValueError(f"{name} must be an int >= {least}, got {n!r}")
@@ -100,15 +108,11 @@ def psis_khat(result, num_samples: int = 1000, seeds: Sequence[int] = (0, 1, 2, 
     seeds = tuple(seeds)
     if not seeds:
         raise ValueError("psis_khat(): seeds must name at least one seed")
-    values = tuple(
-        float(psis_diagnostic(as_key(s), result.params, result.model, result.guide,
-                              *result.model_args, num_particles=num_samples,
-                              **result.model_kwargs))
+    return khat_summary(
+        psis_diagnostic(as_key(s), result.params, result.model, result.guide,
+                        *result.model_args, num_particles=num_samples, **result.model_kwargs)
         for s in seeds
     )
-    worst = max(values)
-    verdict = "good" if worst < 0.5 else "ok" if worst < 0.7 else "unreliable"
-    return KHat(values, float(np.mean(values)), float(worst), verdict)
 
 
 def gradient_variance(result, num_samples: int = 100, key: Any = 0) -> dict[str, float]:

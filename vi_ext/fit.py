@@ -171,8 +171,13 @@ def _validate(model, guide, num_steps, optimizer, progress, max_rejections, chun
         raise ArgumentError("progress", f"expected True or False, got {progress!r}.")
     if not isinstance(max_rejections, int) or max_rejections < 1:
         raise ArgumentError("max_rejections", f"expected an int >= 1, got {max_rejections!r}.")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ArgumentError("chunk_size", f"expected an int >= 1 or None, got {chunk_size!r}.")
+    _check_positive_int_or_none("chunk_size", chunk_size)
+
+
+def _check_positive_int_or_none(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < 1):
+        raise ArgumentError(name, f"expected an int >= 1 or None, got {value!r}.")
 
 
 def check_no_discrete_latents(model: Callable, args: tuple, kwargs: dict, key: jax.Array) -> None:
@@ -434,10 +439,7 @@ def fit(
                             checkpoint=checkpoint, resume=resume)
     _validate(model, guide, num_steps, optimizer, progress, max_rejections, chunk_size)
     callbacks = _validate_callbacks(callbacks, callback_every)
-    for name, every in (("checkpoint_every", checkpoint_every),):
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int)
-                                  or every < 1):
-            raise ArgumentError(name, f"expected an int >= 1 or None, got {every!r}.")
+    _check_positive_int_or_none("checkpoint_every", checkpoint_every)
     if checkpoint_every is not None and checkpoint is None:
         raise ArgumentError("checkpoint_every", "is set but checkpoint= (the file) is not.")
     num_steps = int(num_steps)
@@ -593,10 +595,7 @@ def _validate_callbacks(callbacks, callback_every) -> tuple:
             raise ArgumentError(
                 "callbacks", f"expected functions cb(step, state, loss), got {cb!r}."
             )
-    if callback_every is not None and (isinstance(callback_every, bool)
-                                       or not isinstance(callback_every, int)
-                                       or callback_every < 1):
-        raise ArgumentError("callback_every", f"expected an int >= 1, got {callback_every!r}.")
+    _check_positive_int_or_none("callback_every", callback_every)
     return callbacks
 
 

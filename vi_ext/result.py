@@ -14,6 +14,17 @@ from vi_ext.keys import as_key
 from vi_ext.program.sites import sample_sites
 
 
+def draws_to_arviz(draws: Mapping[str, np.ndarray]):
+    """One chain of draws ``{site: [S, ...]}`` as ArviZ data: ``InferenceData`` on ArviZ
+    0.x, ``DataTree`` on ArviZ 1.x."""
+    import arviz as az
+
+    posterior = {k: np.asarray(v)[None] for k, v in draws.items()}
+    if int(az.__version__.split(".")[0]) >= 1:
+        return az.from_dict({"posterior": posterior})
+    return az.from_dict(posterior=posterior)
+
+
 @dataclass
 class FitResult:
     """The outcome of :func:`vi_ext.fit`.
@@ -102,13 +113,7 @@ class FitResult:
 
         Returns an ``InferenceData`` on ArviZ 0.x and a ``DataTree`` on ArviZ 1.x.
         """
-        import arviz as az
-
-        posterior = {k: v[None] for k, v in self.sample(num_samples, key).items()}
-        major = int(az.__version__.split(".")[0])
-        if major >= 1:
-            return az.from_dict({"posterior": posterior})
-        return az.from_dict(posterior=posterior)
+        return draws_to_arviz(self.sample(num_samples, key))
 
     def summary(self, num_samples: int = 1000, key: Any = 0, **kwargs: Any):
         """An ArviZ posterior summary (mean, sd, HDI) of guide draws, as a DataFrame."""

@@ -265,21 +265,16 @@ class BoostResult:
         """Pareto k-hat of the weights p/q over several seeds (ArviZ's ``psislw``)."""
         import arviz as az
 
-        from vi_ext.diagnostics import KHat
+        from vi_ext.diagnostics import khat_summary
 
-        values = tuple(float(az.psislw(self.log_weights(num_samples, s))[1]) for s in seeds)
-        worst = max(values)
-        verdict = "good" if worst < 0.5 else "ok" if worst < 0.7 else "unreliable"
-        return KHat(values, float(np.mean(values)), float(worst), verdict)
+        return khat_summary(float(az.psislw(self.log_weights(num_samples, s))[1])
+                            for s in seeds)
 
     def to_arviz(self, num_samples: int = 1000, key: Any = 0):
         """Mixture draws as ArviZ data (one chain)."""
-        import arviz as az
+        from vi_ext.result import draws_to_arviz
 
-        posterior = {k: v[None] for k, v in self.sample(num_samples, key).items()}
-        if int(az.__version__.split(".")[0]) >= 1:
-            return az.from_dict({"posterior": posterior})
-        return az.from_dict(posterior=posterior)
+        return draws_to_arviz(self.sample(num_samples, key))
 
     def plot(self, path: str | None = None) -> str | None:
         """ELBO and step size per component; saved to ``path`` as PNG when given."""
