@@ -67,8 +67,12 @@ def _check_num(n: Any, name: str, least: int = 1) -> int:
     return int(n)
 
 
-def log_weights(result, num_samples: int = 1000, key: Any = 0) -> np.ndarray:
-    """log p(x, z_s) - log q(z_s) for ``num_samples`` draws z_s from the fitted guide."""
+def weighted_draws(result, num_samples: int = 1000, key: Any = 0) -> tuple[dict, np.ndarray]:
+    """Guide draws z_s of the latent sites and their log weights log p(x, z_s) - log q(z_s).
+
+    Returns:
+        ({site: [num_samples, ...]} constrained latent values, log weights [num_samples]).
+    """
     num_samples = _check_num(num_samples, "num_samples")
     model, guide, params = result.model, result.guide, result.params
     args, kwargs = result.model_args, result.model_kwargs
@@ -83,10 +87,16 @@ def log_weights(result, num_samples: int = 1000, key: Any = 0) -> np.ndarray:
                                               data=latents), kp)
         mtr = handlers.trace(m).get_trace(*args, **kwargs)
         log_p = sum((site_log_prob(s) for s in sample_sites(mtr)), jnp.zeros(()))
-        return log_p - log_q
+        return latents, log_p - log_q
 
     keys = jax.random.split(as_key(key), num_samples)
-    return np.asarray(jax.jit(jax.vmap(one))(keys), dtype=np.float64)
+    latents, lw = jax.jit(jax.vmap(one))(keys)
+    return latents, np.asarray(lw, dtype=np.float64)
+
+
+def log_weights(result, num_samples: int = 1000, key: Any = 0) -> np.ndarray:
+    """log p(x, z_s) - log q(z_s) for ``num_samples`` draws z_s from the fitted guide."""
+    return weighted_draws(result, num_samples, key)[1]
 
 
 def elbo(result, num_samples: int = 1000, key: Any = 0) -> Estimate:

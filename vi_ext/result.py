@@ -14,15 +14,27 @@ from vi_ext.keys import as_key
 from vi_ext.program.sites import sample_sites
 
 
-def draws_to_arviz(draws: Mapping[str, np.ndarray]):
-    """One chain of draws ``{site: [S, ...]}`` as ArviZ data: ``InferenceData`` on ArviZ
-    0.x, ``DataTree`` on ArviZ 1.x."""
+def draws_to_arviz(draws: Mapping[str, np.ndarray], group_by_chain: bool = False,
+                   sample_stats: Mapping[str, np.ndarray] | None = None):
+    """Draws as ArviZ data: ``InferenceData`` on ArviZ 0.x, ``DataTree`` on ArviZ 1.x.
+
+    Args:
+        draws: ``{site: [S, ...]}`` (one chain), or ``{site: [chains, S, ...]}`` with
+            ``group_by_chain=True``.
+        sample_stats: optional sampler statistics ``{name: [chains, S]}``.
+    """
     import arviz as az
 
-    posterior = {k: np.asarray(v)[None] for k, v in draws.items()}
+    def chains(d):
+        return {k: np.asarray(v) if group_by_chain else np.asarray(v)[None]
+                for k, v in d.items()}
+
+    groups = {"posterior": chains(draws)}
+    if sample_stats:
+        groups["sample_stats"] = {k: np.asarray(v) for k, v in sample_stats.items()}
     if int(az.__version__.split(".")[0]) >= 1:
-        return az.from_dict({"posterior": posterior})
-    return az.from_dict(posterior=posterior)
+        return az.from_dict(groups)
+    return az.from_dict(**groups)
 
 
 @dataclass
@@ -74,8 +86,19 @@ class FitResult:
             if (s["type"] == "sample" and not s.get("is_observed")) or s["type"] == "deterministic"
         ]
 
-    def sample(self, num_samples: int = 1000, key: Any = 0) -> dict[str, np.ndarray]:
+    def sample(self, num_samples: int = 1000, key: Any = 0, correct: str | None = None,
+               num_proposals: int | None = None) -> dict[str, np.ndarray]:
         """Draws from the fitted guide, pushed through the model.
+
+        Args:
+            num_samples: how many draws.
+            key: a seed or key.
+            correct: ``None`` for plain guide draws; ``"psis"`` for draws importance-resampled
+                towards the posterior with Pareto-smoothed weights (a
+                :class:`~vi_ext.mcmc.psis.Draws` dict whose ``khat`` and ``ess`` say how far
+                to trust them; a warning is given when k-hat is too large).
+            num_proposals: with ``correct="psis"``, guide draws to resample from (default
+                ``max(4 * num_samples, 1000)``).
 
         Returns:
             dict: every latent and deterministic site of the model -> array
@@ -83,6 +106,12 @@ class FitResult:
         """
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f"sample(): num_samples must be an int >= 1, got {num_samples!r}")
+        if correct not in (None, "psis"):
+            raise ValueError(f"sample(): correct must be None or 'psis', got {correct!r}")
+        if correct == "psis":
+            from vi_ext.mcmc.psis import psis_sample
+
+            return psis_sample(self, num_samples, key, num_proposals)
         names = self.site_names()
         pred = Predictive(
             self.model,
@@ -147,6 +176,29 @@ class FitResult:
                           return_sites=names, parallel=True)
         out = pred(as_key(key), *self.model_args, **self.model_kwargs)
         return {n: np.asarray(out[n]) for n in names if n in out}
+
+    # --- exact inference (see vi_ext.mcmc)
+
+    def to_blackjax(self, num_chains: int = 4, key: Any = 0, dense: bool | None = None,
+                    num_draws: int = 4000):
+        """What BlackJAX needs to sample this model, warmed by the guide: a
+        :class:`~vi_ext.mcmc.bridge.SamplingProblem` (log density on the unconstrained space,
+        initial positions from the guide, the guide's covariance as inverse mass matrix, and
+        the map back to constrained sites)."""
+        from vi_ext.mcmc.bridge import to_blackjax
+
+        return to_blackjax(self, num_chains=num_chains, key=key, dense=dense,
+                           num_draws=num_draws)
+
+    def refine(self, method: str = "nuts", num_samples: int = 1000, num_chains: int = 4,
+               key: Any = 0, **kwargs: Any):
+        """Exact draws by BlackJAX NUTS started from the fit (see
+        :func:`vi_ext.mcmc.refine`): a :class:`~vi_ext.mcmc.nuts.RefineResult` with
+        ``samples`` shaped like :meth:`sample`'s, ``to_arviz()``, R-hat and ESS."""
+        from vi_ext.mcmc.nuts import refine
+
+        return refine(self, method=method, num_samples=num_samples, num_chains=num_chains,
+                      key=key, **kwargs)
 
     # --- diagnostics (see vi_ext.diagnostics)
 

@@ -242,8 +242,14 @@ class BoostResult:
         """log q(z) of the mixture at unconstrained points z [..., D]."""
         return mx.log_prob(self.mixture, z)
 
-    def sample(self, num_samples: int = 1000, key: Any = 0) -> dict[str, np.ndarray]:
-        """Draws from the mixture, mapped to every latent and deterministic site."""
+    def sample(self, num_samples: int = 1000, key: Any = 0, correct: str | None = None,
+               num_proposals: int | None = None) -> dict[str, np.ndarray]:
+        """Draws from the mixture, mapped to every latent and deterministic site;
+        ``correct="psis"`` resamples them with Pareto-smoothed importance weights (see
+        :meth:`vi_ext.result.FitResult.sample`; needs a NumPyro model)."""
+        if correct is not None:
+            return self.as_fit_result().sample(num_samples, key, correct=correct,
+                                               num_proposals=num_proposals)
         z = mx.sample(self.mixture, as_key(key), num_samples)
         sites = jax.vmap(self.target.constrain)(z)
         return {k: np.asarray(v) for k, v in sites.items()}
@@ -298,6 +304,18 @@ class BoostResult:
         fig.savefig(path, dpi=120)
         plt.close(fig)
         return path
+
+    def to_blackjax(self, num_chains: int = 4, key: Any = 0, dense: bool | None = None,
+                    num_draws: int = 4000):
+        """The model for BlackJAX, warmed by the mixture (see
+        :meth:`vi_ext.result.FitResult.to_blackjax`; the mass matrix is the mixture's full
+        covariance)."""
+        return self.as_fit_result().to_blackjax(num_chains, key, dense, num_draws)
+
+    def refine(self, method: str = "nuts", num_samples: int = 1000, num_chains: int = 4,
+               key: Any = 0, **kwargs: Any):
+        """BlackJAX NUTS started from the mixture (see :func:`vi_ext.mcmc.refine`)."""
+        return self.as_fit_result().refine(method, num_samples, num_chains, key, **kwargs)
 
     def as_fit_result(self):
         """The mixture as a :class:`~vi_ext.result.FitResult` (model must be a NumPyro
