@@ -180,7 +180,7 @@ class FitResult:
     # --- exact inference (see vi_ext.mcmc)
 
     def to_blackjax(self, num_chains: int = 4, key: Any = 0, dense: bool | None = None,
-                    num_draws: int = 4000):
+                    num_draws: int = 1000):
         """What BlackJAX needs to sample this model, warmed by the guide: a
         :class:`~vi_ext.mcmc.bridge.SamplingProblem` (log density on the unconstrained space,
         initial positions from the guide, the guide's covariance as inverse mass matrix, and

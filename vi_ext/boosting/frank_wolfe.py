@@ -306,7 +306,7 @@ class BoostResult:
         return path
 
     def to_blackjax(self, num_chains: int = 4, key: Any = 0, dense: bool | None = None,
-                    num_draws: int = 4000):
+                    num_draws: int = 1000):
         """The model for BlackJAX, warmed by the mixture (see
         :meth:`vi_ext.result.FitResult.to_blackjax`; the mass matrix is the mixture's full
         covariance)."""

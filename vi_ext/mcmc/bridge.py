@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +48,9 @@ from numpyro.infer.util import initialize_model, unconstrain_fn
 from vi_ext.errors import ArgumentError, SiteError
 from vi_ext.keys import as_key
 from vi_ext.program.sites import sample_sites
+
+if TYPE_CHECKING:
+    from vi_ext.result import FitResult
 
 
 class SamplingProblem(NamedTuple):
@@ -79,7 +82,7 @@ def _model_trace(model, args, kwargs):
         return handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
 
 
-def sampling_model(result) -> Callable:
+def sampling_model(result: FitResult) -> Callable:
     """The fitted model with its own ``numpyro.param`` sites held at the fitted values.
 
     Raises:
@@ -126,8 +129,8 @@ def _is_dense(guide) -> bool:
     return isinstance(guide, AutoContinuous) and not isinstance(guide, AutoDiagonalNormal)
 
 
-def to_blackjax(result, num_chains: int = 4, key: Any = 0, dense: bool | None = None,
-                num_draws: int = 4000) -> SamplingProblem:
+def to_blackjax(result: FitResult, num_chains: int = 4, key: Any = 0, dense: bool | None = None,
+                num_draws: int = 1000) -> SamplingProblem:
     """The fitted model as a :class:`SamplingProblem` for BlackJAX, warmed by the guide.
 
     Args:
@@ -180,7 +183,7 @@ def to_blackjax(result, num_chains: int = 4, key: Any = 0, dense: bool | None = 
 
     def flat_draws(k, n):
         draws = _guide_draws(result, n, k)
-        return jax.jit(jax.vmap(to_flat))(draws)
+        return jax.vmap(to_flat)(draws)
 
     positions = flat_draws(k_pos, num_chains)
     x = flat_draws(k_cov, num_draws)

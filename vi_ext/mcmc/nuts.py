@@ -2,22 +2,24 @@
 
 A cold-started NUTS run spends its warmup finding the typical set, the scale of each
 direction (the mass matrix) and a step size; Stan's default spends 1000 iterations on it. A
-fitted guide already knows the first two (see :mod:`vi_ext.mcmc.bridge`), so refine only
-tunes what it cannot know:
+fitted guide already knows where the typical set is and roughly its scales (see
+:mod:`vi_ext.mcmc.bridge`), so refine starts every chain at a guide draw with the guide's
+covariance as inverse mass matrix and warms up briefly:
 
-- ``adapt="step_size"`` (default): the inverse mass matrix is the guide's covariance,
-  held fixed; the step size is tuned by dual averaging (Hoffman & Gelman 2014, sec. 3.2.1;
-  BlackJAX's ``dual_averaging_adaptation``) towards ``target_accept`` for ``num_warmup``
-  iterations.
-- ``adapt="window"``: a short window adaptation started at the guide: dual averaging with the
-  guide's mass matrix (first 15% of the warmup), then one slow window (60%) whose draws,
-  pooled over chains, update the mass matrix, shrunk towards the guide's as if the guide were
-  ``prior_draws`` draws:
+- ``adapt="window"`` (default): a short window adaptation started at the guide: dual
+  averaging of the step size (Hoffman & Gelman 2014, sec. 3.2.1; BlackJAX's
+  ``dual_averaging_adaptation``) with the guide's mass matrix for the first 15% of the
+  warmup, then one slow window (60%) whose draws, pooled over chains, give the mass matrix,
+  shrunk towards the guide's as if the guide were ``prior_draws`` draws:
 
       M^{-1} = (n Cov_window + n0 Cov_q) / (n + n0),
 
-  then dual averaging again with the new matrix (25%). For guides that miss the posterior's
-  scale (mean-field on a correlated posterior, under-dispersed guides).
+  then dual averaging again with the new matrix (25%).
+- ``adapt="step_size"``: the guide's covariance is kept as the mass matrix and only the step
+  size is tuned. Cheaper per warmup iteration, but a mean-field guide fitted by KL(q || p)
+  under-estimates posterior variances, and such a mass matrix costs effective samples: on
+  the benchmarks (benchmarks/results/refine.json) it gave fewer effective samples per second
+  than the window on both models, which is why the window is the default.
 
 Every chain has its own step size. The kernel is BlackJAX's multinomial NUTS
 (``blackjax.nuts.build_kernel``). All chains advance together inside one compiled
@@ -34,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import blackjax
 import jax
@@ -47,6 +49,9 @@ from tqdm.auto import tqdm
 from vi_ext.errors import ArgumentError
 from vi_ext.keys import as_key
 from vi_ext.mcmc.bridge import SamplingProblem, to_blackjax
+
+if TYPE_CHECKING:
+    from vi_ext.result import FitResult
 
 ADAPT = ("step_size", "window")
 
@@ -202,8 +207,8 @@ def _make_advance(logdensity_fn, target_accept: float, max_num_doublings: int):
     return jax.jit(advance)
 
 
-def refine(result, method: str = "nuts", num_samples: int = 1000, num_chains: int = 4,
-           num_warmup: int = 200, adapt: str = "step_size", key: Any = 0,
+def refine(result: FitResult, method: str = "nuts", num_samples: int = 1000, num_chains: int = 4,
+           num_warmup: int = 200, adapt: str = "window", key: Any = 0,
            target_accept: float = 0.8, dense: bool | None = None, prior_draws: int = 50,
            max_num_doublings: int = 10, progress: bool = True) -> RefineResult:
     """Exact draws from the fitted model by BlackJAX NUTS, started from the fit.
@@ -214,8 +219,9 @@ def refine(result, method: str = "nuts", num_samples: int = 1000, num_chains: in
         num_samples: draws kept per chain.
         num_chains: chains, each started at its own guide draw.
         num_warmup: tuning iterations per chain (not kept).
-        adapt: ``"step_size"`` (mass matrix from the guide, fixed) or ``"window"`` (a short
-            window adaptation of the mass matrix started at the guide's).
+        adapt: ``"window"`` (a short window adaptation of the mass matrix, started at and
+            shrunk towards the guide's covariance) or ``"step_size"`` (the guide's
+            covariance kept as mass matrix, only the step size tuned).
         key: a seed or key.
         target_accept: the acceptance probability dual averaging aims at.
         dense: dense or diagonal mass matrix; by default it matches the guide.

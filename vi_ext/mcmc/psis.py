@@ -17,7 +17,12 @@ The generalized Pareto fit is the empirical-Bayes estimate of Zhang & Stephens
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from vi_ext.result import FitResult
 
 
 def _fit_generalized_pareto(x: np.ndarray) -> tuple[float, float]:
@@ -47,7 +52,7 @@ def _gpd_quantile(p: np.ndarray, k: float, sigma: float) -> np.ndarray:
     return sigma * np.expm1(-k * np.log1p(-p)) / k
 
 
-def smooth(log_weights) -> tuple[np.ndarray, float]:
+def smooth(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
     """Pareto-smoothed, self-normalized log weights and the shape k-hat.
 
     Args:
@@ -120,7 +125,8 @@ class Draws(dict):
                 f"num_proposals={self.num_proposals})")
 
 
-def psis_sample(result, num_samples: int, key, num_proposals: int | None = None) -> Draws:
+def psis_sample(result: FitResult, num_samples: int, key,
+                num_proposals: int | None = None) -> Draws:
     """``num_samples`` draws from the fitted guide, importance-resampled with PSIS weights.
 
     ``num_proposals`` guide draws (default ``max(4 * num_samples, 1000)``) are weighted by
