@@ -216,3 +216,15 @@ def test_boosting_with_away_steps_keeps_the_weights_on_the_simplex():
     with pytest.raises(vx.ArgumentError, match="away steps need"):
         vx.boosting.boost(multimodal.mixture_1d, variant="away", step_size="fixed",
                           progress=False)
+
+
+def test_a_boosted_mixture_hands_over_to_blackjax(boosted):
+    p = boosted.to_blackjax(num_chains=2)
+    # a mixture's covariance has correlations: a dense mass matrix, symmetric and positive
+    assert p.inverse_mass_matrix.shape == (p.dim, p.dim)
+    assert np.all(np.linalg.eigvalsh(np.asarray(p.inverse_mass_matrix)) > 0)
+    assert np.all(np.isfinite(np.asarray(jax.vmap(p.logdensity_fn)(p.initial_positions))))
+    draws = boosted.sample(300, key=1, correct="psis", num_proposals=2000)
+    assert draws["theta"].shape == (300, 8) and np.isfinite(draws.khat)
+    r = boosted.refine(num_samples=100, num_chains=2, num_warmup=50, progress=False)
+    assert r.samples["theta"].shape == (200, 8)
