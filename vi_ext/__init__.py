@@ -16,6 +16,7 @@ from vi_ext import (
     mcmc,
     objectives,
     program,
+    solvers,
     stopping,
 )
 from vi_ext.checkpoint import CheckpointError
@@ -46,5 +47,6 @@ __all__ = [
     "init_params",
     "objectives",
     "program",
+    "solvers",
     "stopping",
 ]

@@ -1,0 +1,27 @@
+"""Differentiable solvers as model components.
+
+- :mod:`vi_ext.solvers.implicit`: :func:`custom_root`, :func:`custom_fixed_point` (implicit
+  layers, the JAXopt design with JVP rules) and :func:`fixed_point` (iteration with three
+  differentiation modes: implicit, unroll, onestep).
+- :mod:`vi_ext.solvers.linear_solve`: the linear solves of implicit differentiation (cg,
+  gmres, normal-cg, bicgstab, dense, onestep), tolerances scaled by dtype.
+"""
+
+from vi_ext.solvers.implicit import (
+    DIFF_MODES,
+    FixedPointInfo,
+    custom_fixed_point,
+    custom_root,
+    fixed_point,
+)
+from vi_ext.solvers.linear_solve import METHODS, solve
+
+__all__ = [
+    "DIFF_MODES",
+    "METHODS",
+    "FixedPointInfo",
+    "custom_fixed_point",
+    "custom_root",
+    "fixed_point",
+    "solve",
+]
