@@ -15,13 +15,18 @@ from vi_ext.solvers.implicit import (
     fixed_point,
 )
 from vi_ext.solvers.linear_solve import METHODS, solve
+from vi_ext.solvers.sinkhorn import SinkhornOutput, sinkhorn, sinkhorn_divergence, sqeuclidean
 
 __all__ = [
     "DIFF_MODES",
     "METHODS",
     "FixedPointInfo",
+    "SinkhornOutput",
     "custom_fixed_point",
     "custom_root",
     "fixed_point",
+    "sinkhorn",
+    "sinkhorn_divergence",
     "solve",
+    "sqeuclidean",
 ]
