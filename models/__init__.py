@@ -17,6 +17,8 @@ Every module defines one or more model functions, ``model`` (its default model) 
 - :mod:`models.gaussian_mixture`: a 1-d Gaussian mixture with discrete assignments.
 - :mod:`models.sigmoid_belief_net`: a sigmoid belief net with binary latents on the digits.
 - :mod:`models.vae`: a variational autoencoder on the digits, with an amortized guide.
+- :mod:`models.optimal_transport`: shuffled regression (a Sinkhorn-relaxed matching) and a
+  Sinkhorn-divergence likelihood for point clouds.
 - :mod:`models.implicit_regression`: a model whose mean solves an inner logistic regression
   (implicit differentiation through ``vx.solvers.custom_root``).
 """

@@ -5,6 +5,8 @@
   differentiation modes: implicit, unroll, onestep).
 - :mod:`vi_ext.solvers.linear_solve`: the linear solves of implicit differentiation (cg,
   gmres, normal-cg, bicgstab, dense, onestep), tolerances scaled by dtype.
+- :mod:`vi_ext.solvers.sinkhorn`: log-domain Sinkhorn (balanced and unbalanced), its three
+  differentiation modes, and the Sinkhorn divergence.
 """
 
 from vi_ext.solvers.implicit import (
