@@ -233,12 +233,15 @@ def sinkhorn(x: jax.Array | None = None, y: jax.Array | None = None, *,
     """Solve entropic optimal transport between two weighted point clouds or for a cost.
 
     Args:
-        x, y: point clouds [n, d] and [m, d] (cost: squared Euclidean), or
-        cost: a cost matrix [n, m].
-        a, b: weights (default uniform); positive.
+        x: the source point cloud [n, d] (cost: squared Euclidean); or give ``cost``.
+        y: the target point cloud [m, d].
+        cost: a cost matrix [n, m], in place of ``x`` and ``y``.
+        a: source weights [n] (default uniform); positive.
+        b: target weights [m] (default uniform); positive.
         epsilon: the absolute entropic regularization.
-        tau_a, tau_b: 1 for a marginal constraint, rho / (rho + epsilon) in (0, 1) for a
-            KL penalty of strength rho (unbalanced transport).
+        tau_a: 1 for a marginal constraint on the source, rho / (rho + epsilon) in (0, 1)
+            for a KL penalty of strength rho (unbalanced transport).
+        tau_b: the same for the target marginal.
         threshold: stop when the marginal error (L1) is below it.
         max_iterations: the cap; a run that reaches it has ``converged`` false (it never
             raises: inside a model, check ``converged``).
