@@ -7,6 +7,8 @@
   gmres, normal-cg, bicgstab, dense, onestep), tolerances scaled by dtype.
 - :mod:`vi_ext.solvers.sinkhorn`: log-domain Sinkhorn (balanced and unbalanced), its three
   differentiation modes, and the Sinkhorn divergence.
+- :mod:`vi_ext.solvers.sparse_newton`: the Sparse-Newton stage of Sinkhorn (Tang et al.,
+  ICLR 2024): sparsified-Hessian Newton steps on the dual, by conjugate gradients.
 """
 
 from vi_ext.solvers.implicit import (
@@ -18,12 +20,14 @@ from vi_ext.solvers.implicit import (
 )
 from vi_ext.solvers.linear_solve import METHODS, solve
 from vi_ext.solvers.sinkhorn import SinkhornOutput, sinkhorn, sinkhorn_divergence, sqeuclidean
+from vi_ext.solvers.sparse_newton import SparseNewton
 
 __all__ = [
     "DIFF_MODES",
     "METHODS",
     "FixedPointInfo",
     "SinkhornOutput",
+    "SparseNewton",
     "custom_fixed_point",
     "custom_root",
     "fixed_point",

@@ -50,6 +50,12 @@ from jax.scipy.special import logsumexp
 
 from vi_ext.errors import ArgumentError
 from vi_ext.solvers.implicit import DIFF_MODES, custom_fixed_point
+from vi_ext.solvers.sparse_newton import (
+    SparseNewton,
+    newton_direction,
+    sparse_matvec,
+    truncate_rows,
+)
 
 
 class SinkhornOutput(NamedTuple):
@@ -59,7 +65,8 @@ class SinkhornOutput(NamedTuple):
         f, g: dual potentials [n], [m].
         reg_ot_cost: the regularized cost OT_eps(a, b) (the dual objective at (f, g)).
         converged: the marginal error fell below the threshold.
-        iterations: Sinkhorn updates (pairs of f and g updates).
+        iterations: updates: Sinkhorn updates (pairs of f and g updates) and Newton steps.
+        newton_steps: of which Newton steps (0 without ``newton``).
         errors: marginal error after each update, ``inf`` past ``iterations``
             [max_iterations].
         cost_matrix, a, b: the problem.
@@ -71,6 +78,7 @@ class SinkhornOutput(NamedTuple):
     reg_ot_cost: jax.Array
     converged: jax.Array
     iterations: jax.Array
+    newton_steps: jax.Array
     errors: jax.Array
     cost_matrix: jax.Array
     a: jax.Array
@@ -149,22 +157,23 @@ def _map(g, C, a, b, eps, tau_a, tau_b):
     return g_new
 
 
-def _iterate(g0, C, a, b, eps, tau_a, tau_b, threshold, max_iterations, schedule):
-    errors0 = jnp.full((max_iterations,), jnp.inf, dtype=C.dtype)
-
-    def eps_at(it):
-        if schedule is None:
-            return eps
-        init, decay = schedule
-        return jnp.maximum(eps, init * decay ** it.astype(C.dtype))
+def _iterate(g0, C, a, b, eps, tau_a, tau_b, threshold, max_iterations, schedule,
+             it0=None, errors0=None, stop=None, err0=None):
+    """Sinkhorn updates from g0 until the error is below ``threshold`` or the iteration
+    counter reaches ``stop`` (default ``max_iterations``); continues a history (it0,
+    errors0) when given."""
+    if errors0 is None:
+        errors0 = jnp.full((max_iterations,), jnp.inf, dtype=C.dtype)
+    it0 = jnp.asarray(0) if it0 is None else it0
+    stop = max_iterations if stop is None else stop
 
     def cond(state):
         _, err, it, _ = state
-        return (err > threshold) & (it < max_iterations)
+        return (err > threshold) & (it < stop)
 
     def body(state):
         g, _, it, errors = state
-        e = eps_at(it)
+        e = _eps_at(it, eps, schedule, C.dtype)
         _, g_new, err = _step(g, C, a, b, e, tau_a, tau_b)
         if _balanced(tau_a, tau_b):
             g_new = g_new - jnp.mean(g_new)
@@ -172,24 +181,33 @@ def _iterate(g0, C, a, b, eps, tau_a, tau_b, threshold, max_iterations, schedule
         err = jnp.where(e > eps, jnp.inf, err)
         return g_new, err, it + 1, errors.at[it].set(err)
 
-    inf = jnp.asarray(jnp.inf, C.dtype)
-    g, err, it, errors = lax.while_loop(cond, body, (g0, inf, jnp.asarray(0), errors0))
+    err0 = jnp.asarray(jnp.inf, C.dtype) if err0 is None else err0
+    g, err, it, errors = lax.while_loop(cond, body, (g0, err0, it0, errors0))
     return g, (err, it, errors)
 
 
-def _unrolled(g0, C, a, b, eps, tau_a, tau_b, threshold, max_iterations):
+def _eps_at(it, eps, schedule, dtype):
+    if schedule is None:
+        return eps
+    init, decay = schedule
+    return jnp.maximum(eps, init * decay ** it.astype(dtype))
+
+
+def _unrolled(g0, C, a, b, eps, tau_a, tau_b, threshold, max_iterations, schedule=None):
     def body(state, it):
         g, err = state
+        e = _eps_at(it, eps, schedule, C.dtype)
         active = err > threshold
-        g_new = _map(g, C, a, b, eps, tau_a, tau_b)
-        _, _, new_err = _step(g, C, a, b, eps, tau_a, tau_b)
+        g_new = _map(g, C, a, b, e, tau_a, tau_b)
+        _, _, new_err = _step(g, C, a, b, e, tau_a, tau_b)
+        new_err = jnp.where(e > eps, jnp.inf, lax.stop_gradient(new_err))
         g = jnp.where(active, g_new, g)
-        err = jnp.where(active, lax.stop_gradient(new_err), err)
-        return (g, err), jnp.where(active, err, jnp.inf)
+        err = jnp.where(active, new_err, err)
+        return (g, err), (jnp.where(active, err, jnp.inf), active)
 
     inf = jnp.asarray(jnp.inf, C.dtype)
-    (g, err), errors = lax.scan(body, (g0, inf), jnp.arange(max_iterations))
-    it = jnp.sum(jnp.isfinite(errors)).astype(jnp.int32)
+    (g, err), (errors, active) = lax.scan(body, (g0, inf), jnp.arange(max_iterations))
+    it = jnp.sum(active).astype(jnp.int32)
     return g, (err, it, errors)
 
 
@@ -204,6 +222,185 @@ def _dual(f, g, C, a, b, eps, tau_a, tau_b):
         return jnp.sum(w * rho * (1.0 - jnp.exp(-p / rho)))
 
     return div(f, a, tau_a) + div(g, b, tau_b) - eps * (mass - jnp.sum(a) * jnp.sum(b))
+
+
+def _newton_parts(f, g, C, a, b, eps, tau_a, tau_b):
+    """At (f, g): the log plan, the plan's marginals, the optimal marginals, and the
+    gradient of the dual (their difference)."""
+    lp = _log_plan(f, g, C, a, b, eps)
+    p = jnp.exp(lp)
+    r, c = p.sum(1), p.sum(0)
+    ta, tb = _target(a, f, eps, tau_a), _target(b, g, eps, tau_b)
+    return lp, r, c, ta, tb
+
+
+def _hessian_diagonal(r, t, eps, tau):
+    """eps times the diagonal of the dual's negative Hessian: P's marginal, plus eps t / rho
+    under a KL penalty (rho = eps tau / (1 - tau))."""
+    return r if tau == 1.0 else r + t * (1.0 - tau) / tau
+
+
+def _line_search(f, g, df, dg, slope, C, a, b, eps, tau_a, tau_b, max_backtracks):
+    """Backtracking (Armijo) on the dual: the largest alpha in 1, 1/2, ... with
+    D(x + alpha d) >= D(x) + 1e-4 alpha <grad D, d>; 0 if none in ``max_backtracks``."""
+    d0 = _dual(f, g, C, a, b, eps, tau_a, tau_b)
+
+    def cond(state):
+        _, ok, t = state
+        return (~ok) & (t < max_backtracks)
+
+    def body(state):
+        alpha, _, t = state
+        alpha = alpha * 0.5
+        d1 = _dual(f + alpha * df, g + alpha * dg, C, a, b, eps, tau_a, tau_b)
+        return alpha, d1 >= d0 + 1e-4 * alpha * slope, t + 1
+
+    one = jnp.asarray(2.0, C.dtype)
+    alpha, ok, _ = lax.while_loop(cond, body, (one, slope <= 0, 0))
+    return jnp.where(ok & (slope > 0), alpha, 0.0)
+
+
+def _newton_step(f, g, parts, C, a, b, eps, tau_a, tau_b, opts):
+    """One Sparse-Newton step on the dual (see :mod:`vi_ext.solvers.sparse_newton`); where
+    the line search fails, one Sinkhorn update instead. The Hessian and the step length are
+    held fixed under differentiation (the step is differentiated through grad D only)."""
+    lp, r, c, ta, tb = parts
+    sg = lax.stop_gradient
+    vals, cols = truncate_rows(sg(lp), opts.entries_per_row)
+    mv, rmv = sparse_matvec(vals, cols, C.shape[1])
+    df, dg = newton_direction(ta - r, tb - c, sg(_hessian_diagonal(r, ta, eps, tau_a)),
+                              sg(_hessian_diagonal(c, tb, eps, tau_b)), mv, rmv, sg(eps),
+                              _balanced(tau_a, tau_b), opts.cg_tol, opts.cg_iterations)
+    slope = jnp.vdot(ta - r, df) + jnp.vdot(tb - c, dg)
+    alpha = _line_search(*sg((f, g, df, dg, slope, C, a, b, eps)), tau_a, tau_b,
+                         opts.max_backtracks)
+    def newton_update(f, g):
+        return f + alpha * df, g + alpha * dg
+
+    def sinkhorn_update(f, g):
+        f, g, _ = _step(g, C, a, b, eps, tau_a, tau_b)
+        return f, g
+
+    f, g = lax.cond(alpha > 0, newton_update, sinkhorn_update, f, g)
+    return f, g, _newton_parts(f, g, C, a, b, eps, tau_a, tau_b)
+
+
+def _residual(parts):
+    _, r, c, ta, tb = parts
+    return jnp.sum(jnp.abs(ta - r)) + jnp.sum(jnp.abs(tb - c))
+
+
+def _newton(g, C, a, b, eps, tau_a, tau_b, threshold, max_iterations, opts, it0, errors0,
+            active):
+    """Newton steps from (f(g), g) while the dual's gradient (both marginals' L1 error)
+    exceeds ``threshold``, within the iteration budget and ``opts.max_steps``."""
+    f = _f_update(g, C, b, eps, tau_a)
+    parts = _newton_parts(f, g, C, a, b, eps, tau_a, tau_b)
+
+    def cond(state):
+        _, _, parts, it, k, _ = state
+        return active & (_residual(parts) > threshold) & (it < max_iterations) \
+            & (k < opts.max_steps)
+
+    def body(state):
+        f, g, parts, it, k, errors = state
+        f, g, parts = _newton_step(f, g, parts, C, a, b, eps, tau_a, tau_b, opts)
+        return f, g, parts, it + 1, k + 1, errors.at[it].set(_residual(parts))
+
+    _, g, _, it, k, errors = lax.while_loop(
+        cond, body, (f, g, parts, it0, jnp.asarray(0), errors0))
+    if _balanced(tau_a, tau_b):
+        g = g - jnp.mean(g)
+    return g, it, k, errors
+
+
+def _solve(g0, C, a, b, eps, tau_a, tau_b, threshold, max_iterations, schedule, newton):
+    """The forward solve: Sinkhorn, or Sinkhorn warm-up, Newton steps, Sinkhorn finish.
+    Returns g and (error, iterations, error history, Newton steps)."""
+    if newton is None:
+        g, (err, it, errors) = _iterate(g0, C, a, b, eps, tau_a, tau_b, threshold,
+                                        max_iterations, schedule)
+        return g, (err, it, errors, jnp.asarray(0))
+    if schedule is None and newton.anneal is not None:
+        schedule = (jnp.maximum(eps, jnp.mean(C)), newton.anneal)
+    g, (err, it, errors) = _iterate(g0, C, a, b, eps, tau_a, tau_b, threshold,
+                                    max_iterations, schedule,
+                                    stop=min(newton.warmup, max_iterations))
+    g, it, k, errors = _newton(g, C, a, b, eps, tau_a, tau_b, threshold, max_iterations,
+                               newton, it, errors, err > threshold)
+    _, _, err = _step(g, C, a, b, eps, tau_a, tau_b)
+    g, (err, it, errors) = _iterate(g, C, a, b, eps, tau_a, tau_b, threshold, max_iterations,
+                                    None, it0=it, errors0=errors, err0=err)
+    return g, (err, it, errors, k)
+
+
+def _unrolled_newton(g0, C, a, b, eps, tau_a, tau_b, threshold, max_iterations, opts,
+                     schedule):
+    """``diff="unroll"`` with Newton: the warm-up unrolled, then up to ``opts.max_steps``
+    Newton steps (within ``max_iterations``) in a ``lax.scan`` (frozen once converged),
+    each differentiated through grad D with its Hessian and step length held fixed."""
+    warm = min(opts.warmup, max_iterations)
+    if schedule is None and opts.anneal is not None:
+        schedule = (jnp.maximum(eps, jnp.mean(C)), opts.anneal)
+    g, (err, it, errors) = _unrolled(g0, C, a, b, eps, tau_a, tau_b, threshold, warm,
+                                     lax.stop_gradient(schedule))
+    f = _f_update(g, C, b, eps, tau_a)
+    parts = _newton_parts(f, g, C, a, b, eps, tau_a, tau_b)
+
+    def body(state, _):
+        f, g, parts = state
+        active = lax.stop_gradient(_residual(parts)) > threshold
+        f1, g1, parts1 = _newton_step(f, g, parts, C, a, b, eps, tau_a, tau_b, opts)
+        pick = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+        state = (pick(f1, f), pick(g1, g), jax.tree.map(pick, parts1, parts))
+        return state, jnp.where(active, lax.stop_gradient(_residual(parts1)), jnp.inf)
+
+    steps = min(opts.max_steps, max_iterations - warm)
+    (f, g, parts), newton_errors = lax.scan(body, (f, g, parts), None, length=steps)
+    if _balanced(tau_a, tau_b):
+        g = g - jnp.mean(g)
+    k = jnp.sum(jnp.isfinite(newton_errors)).astype(jnp.int32)
+    _, _, err = _step(lax.stop_gradient(g), *lax.stop_gradient((C, a, b, eps)), tau_a, tau_b)
+    pad = jnp.full((max_iterations - warm - steps,), jnp.inf, C.dtype)
+    errors = jnp.concatenate([errors, newton_errors, pad])
+    return g, (err, it + k, errors, k)
+
+
+def _onestep_newton(g_star, C, a, b, eps, tau_a, tau_b):
+    """One Newton step at the stopped-gradient solution with the exact (dense) Hessian: its
+    derivative is H^-1 d(grad D)/d(theta), the implicit derivative itself (the step's
+    dependence through H vanishes where grad D = 0)."""
+    sg = lax.stop_gradient
+    g_star = sg(g_star)
+    f_star = _f_update(g_star, *sg((C, b, eps)), tau_a)
+    lp, r, c, ta, tb = _newton_parts(f_star, g_star, C, a, b, eps, tau_a, tau_b)
+    p = sg(jnp.exp(lp))
+    tol = float(jnp.finfo(C.dtype).eps) ** (2 / 3)
+    _, dg = newton_direction(ta - r, tb - c, sg(_hessian_diagonal(r, ta, eps, tau_a)),
+                             sg(_hessian_diagonal(c, tb, eps, tau_b)), lambda v: p @ v,
+                             lambda u: p.T @ u, sg(eps), _balanced(tau_a, tau_b), tol,
+                             10 * (C.shape[0] + C.shape[1]))
+    g = g_star + dg
+    if _balanced(tau_a, tau_b):
+        g = g - jnp.mean(g)
+    return g
+
+
+def _check_newton(newton):
+    if isinstance(newton, bool):
+        return
+    if not isinstance(newton, SparseNewton):
+        raise ArgumentError("newton", f"expected True, False or a SparseNewton, got "
+                                      f"{newton!r}.")
+    for name in ("warmup", "max_steps", "entries_per_row", "cg_iterations", "max_backtracks"):
+        value = getattr(newton, name)
+        low = 0 if name == "warmup" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ArgumentError("newton", f"SparseNewton.{name} must be an int >= {low}, "
+                                          f"got {value!r}.")
+    if not (isinstance(newton.cg_tol, (int, float)) and 0 < newton.cg_tol < 1):
+        raise ArgumentError("newton", f"SparseNewton.cg_tol must be in (0, 1), got "
+                                      f"{newton.cg_tol!r}.")
 
 
 def _check(x, y, cost, a, b, epsilon, tau_a, tau_b, threshold, max_iterations, diff):
@@ -229,7 +426,7 @@ def sinkhorn(x: jax.Array | None = None, y: jax.Array | None = None, *,
              tau_b: float = 1.0, threshold: float = 1e-3, max_iterations: int = 2000,
              epsilon_schedule: tuple[float, float] | None = None, diff: str = "implicit",
              solve: str = "gmres", init: jax.Array | None = None,
-             danskin: bool = True) -> SinkhornOutput:
+             danskin: bool = True, newton: bool | SparseNewton = False) -> SinkhornOutput:
     """Solve entropic optimal transport between two weighted point clouds or for a cost.
 
     Args:
@@ -253,11 +450,18 @@ def sinkhorn(x: jax.Array | None = None, y: jax.Array | None = None, *,
         danskin: differentiate ``reg_ot_cost`` with the potentials held fixed (exact at the
             optimum, robust at small epsilon); False differentiates it through the
             potentials by ``diff``.
+        newton: the Sparse-Newton stage (Tang et al. 2024): ``True`` for the default
+            :class:`~vi_ext.solvers.sparse_newton.SparseNewton` options, or an instance.
+            Sinkhorn warms up, Newton steps on the dual (sparsified Hessian, conjugate
+            gradients, line search) take over, and Sinkhorn finishes if they stop short.
+            Much faster at small epsilon. With ``diff="onestep"`` the differentiated step is
+            an exact-Hessian Newton step, whose derivative is the implicit one.
 
     Returns:
         a :class:`SinkhornOutput`.
     """
     _check(x, y, cost, a, b, epsilon, tau_a, tau_b, threshold, max_iterations, diff)
+    _check_newton(newton)
     C = sqeuclidean(jnp.asarray(x), jnp.asarray(y)) if cost is None else jnp.asarray(cost)
     if not jnp.issubdtype(C.dtype, jnp.floating):
         C = C.astype(jnp.float32)
@@ -272,29 +476,40 @@ def sinkhorn(x: jax.Array | None = None, y: jax.Array | None = None, *,
     g0 = jnp.zeros((m,), C.dtype) if init is None else lax.stop_gradient(jnp.asarray(init))
     args = (C, a, b, eps)
 
+    opts = SparseNewton() if newton is True else (newton or None)
     if diff == "unroll":
-        g, (err, it, errors) = _unrolled(g0, *args, tau_a, tau_b, threshold, max_iterations)
+        if opts is None:
+            g, (err, it, errors) = _unrolled(g0, *args, tau_a, tau_b, threshold,
+                                             max_iterations, epsilon_schedule)
+            k = jnp.asarray(0)
+        else:
+            g, (err, it, errors, k) = _unrolled_newton(g0, *args, tau_a, tau_b, threshold,
+                                                       max_iterations, opts,
+                                                       epsilon_schedule)
     else:
         def solver(g_init, C, a, b, eps):
-            return _iterate(g_init, C, a, b, eps, tau_a, tau_b, threshold, max_iterations,
-                            epsilon_schedule)
+            return _solve(g_init, C, a, b, eps, tau_a, tau_b, threshold, max_iterations,
+                          epsilon_schedule, opts)
 
         if diff == "implicit":
             def fp(g, C, a, b, eps):
                 return _map(g, C, a, b, eps, tau_a, tau_b)
 
-            g, (err, it, errors) = custom_fixed_point(fp, solve=solve, has_aux=True)(solver)(
-                g0, *args)
+            g, (err, it, errors, k) = custom_fixed_point(fp, solve=solve, has_aux=True)(
+                solver)(g0, *args)
         else:  # onestep
-            g_star, (err, it, errors) = solver(g0, *lax.stop_gradient(args))
-            g = _map(lax.stop_gradient(g_star), *args, tau_a, tau_b)
+            g_star, (err, it, errors, k) = solver(g0, *lax.stop_gradient(args))
+            if opts is None:
+                g = _map(lax.stop_gradient(g_star), *args, tau_a, tau_b)
+            else:
+                g = _onestep_newton(g_star, *args, tau_a, tau_b)
     f = _f_update(g, C, b, eps, tau_a)
     if danskin:
         cost_value = _dual(lax.stop_gradient(f), lax.stop_gradient(g), C, a, b, eps, tau_a,
                            tau_b)
     else:
         cost_value = _dual(f, g, C, a, b, eps, tau_a, tau_b)
-    return SinkhornOutput(f, g, cost_value, err <= threshold, it, errors, C, a, b, eps,
+    return SinkhornOutput(f, g, cost_value, err <= threshold, it, k, errors, C, a, b, eps,
                           tau_a, tau_b)
 
 
