@@ -9,6 +9,8 @@
   differentiation modes, and the Sinkhorn divergence.
 - :mod:`vi_ext.solvers.sparse_newton`: the Sparse-Newton stage of Sinkhorn (Tang et al.,
   ICLR 2024): sparsified-Hessian Newton steps on the dual, by conjugate gradients.
+- :mod:`vi_ext.solvers.vi_layer`: fit as a layer: the VI optimum, differentiable in model
+  hyperparameters by implicit differentiation of its stationarity condition.
 """
 
 from vi_ext.solvers.implicit import (
@@ -21,6 +23,7 @@ from vi_ext.solvers.implicit import (
 from vi_ext.solvers.linear_solve import METHODS, solve
 from vi_ext.solvers.sinkhorn import SinkhornOutput, sinkhorn, sinkhorn_divergence, sqeuclidean
 from vi_ext.solvers.sparse_newton import SparseNewton
+from vi_ext.solvers.vi_layer import VIOptimum, vi_layer
 
 __all__ = [
     "DIFF_MODES",
@@ -28,6 +31,7 @@ __all__ = [
     "FixedPointInfo",
     "SinkhornOutput",
     "SparseNewton",
+    "VIOptimum",
     "custom_fixed_point",
     "custom_root",
     "fixed_point",
@@ -35,4 +39,5 @@ __all__ = [
     "sinkhorn_divergence",
     "solve",
     "sqeuclidean",
+    "vi_layer",
 ]

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.flatten_util import ravel_pytree
 
 from vi_ext.errors import ArgumentError
 from vi_ext.solvers import linear_solve
@@ -94,15 +95,19 @@ def custom_root(optimality_fn: Callable, solve: str | Callable = "gmres",
 
             _, f_dot = jax.jvp(f_of_args, tuple(args), tuple(dargs))
 
+            # in one flat vector: leaves of the right-hand side that do not depend on the
+            # tangents (symbolic zeros) would otherwise break the solve's transpose rule
+            rhs, unravel = ravel_pytree(jax.tree.map(jnp.negative, f_dot))
+
             def matvec(v):
-                return jax.jvp(lambda y: optimality_fn(y, *args), (x,), (v,))[1]
+                tangent = jax.jvp(lambda y: optimality_fn(y, *args), (x,), (unravel(v),))[1]
+                return ravel_pytree(tangent)[0]
 
             def lin_solve(mv, b):
                 return linear_solve.solve(mv, b, method=solve, tol=tol)
 
-            rhs = jax.tree.map(jnp.negative, f_dot)
-            x_dot = lax.custom_linear_solve(matvec, rhs, lin_solve, lin_solve,
-                                            symmetric=symmetric)
+            x_dot = unravel(lax.custom_linear_solve(matvec, rhs, lin_solve, lin_solve,
+                                                    symmetric=symmetric))
             if has_aux:
                 return out, (x_dot, jax.tree.map(_zero_tangent, out[1]))
             return out, x_dot
