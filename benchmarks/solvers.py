@@ -6,7 +6,8 @@ the L1 marginal error, float64, both solvers in the log domain with the same
 ``max_iterations`` (20000: at these scales epsilon = 0.01 and 0.001 do not converge within it
 for either solver, and both then run the same number of iterations). For each epsilon:
 
-- ``seconds`` (median over ``--repeats`` runs of the compiled solver) and ``iterations``
+- ``seconds`` (median over ``--repeats`` runs of the compiled solver, the solvers taking
+  turns so that the machine's slow spells hit all alike) and ``iterations``
   (OTT-JAX checks convergence every 10 iterations, vi_ext every iteration);
 - ``reg_ot_cost`` of both and their relative difference;
 - at epsilon = 0.1, the gradient of ``reg_ot_cost + <P, W>`` (a plan-dependent loss, so the
@@ -64,6 +65,19 @@ def timed(fn, *args, repeats):
     return out, float(np.median(times)), times
 
 
+def interleaved(fns, *args, repeats):
+    """Compile each, then time them in turn, ``repeats`` rounds (A B C A B C ...), so that
+    a slow spell of this shared machine hits all of them alike; medians per function."""
+    outs = [jax.block_until_ready(fn(*args)) for fn in fns]
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            outs[i] = jax.block_until_ready(fn(*args))
+            times[i].append(time.perf_counter() - t)
+    return [(out, float(np.median(ts)), ts) for out, ts in zip(outs, times, strict=True)]
+
+
 def peak_bytes(fn, *args) -> int:
     m = jax.jit(fn).lower(*args).compile().memory_analysis()
     return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes)
@@ -95,10 +109,8 @@ def main():
             return sinkhorn(x, y, epsilon=eps, threshold=1e-6, max_iterations=max_iterations,
                             newton=True)
 
-        reps = repeats if eps >= 0.1 else 1
-        o, t_ott, times_ott = timed(jax.jit(run_ott), x, y, repeats=reps)
-        v, t_vx, times_vx = timed(jax.jit(run_vx), x, y, repeats=reps)
-        s, t_sn, times_sn = timed(jax.jit(run_newton), x, y, repeats=repeats)
+        (o, t_ott, times_ott), (v, t_vx, times_vx), (s, t_sn, times_sn) = interleaved(
+            [jax.jit(run_ott), jax.jit(run_vx), jax.jit(run_newton)], x, y, repeats=repeats)
         row = {
             "ott": {"seconds": t_ott, "runs": times_ott, "iterations": int(o.n_iters),
                     "converged": bool(o.converged), "reg_ot_cost": float(o.reg_ot_cost)},
