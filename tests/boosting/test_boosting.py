@@ -212,10 +212,59 @@ def test_boosting_with_away_steps_keeps_the_weights_on_the_simplex():
     assert abs(res.weights.sum() - 1.0) < 1e-5 and np.all(res.weights > 0)
     assert {h.get("step") for h in res.history[1:]} <= {"frank_wolfe", "away", "drop"}
     with pytest.raises(vx.ArgumentError, match="variant"):
-        vx.boosting.boost(multimodal.mixture_1d, variant="pairwise", progress=False)
-    with pytest.raises(vx.ArgumentError, match="away steps need"):
-        vx.boosting.boost(multimodal.mixture_1d, variant="away", step_size="fixed",
-                          progress=False)
+        vx.boosting.boost(multimodal.mixture_1d, variant="sideways", progress=False)
+    for variant in ("away", "pairwise"):
+        with pytest.raises(vx.ArgumentError, match=f"{variant} steps need"):
+            vx.boosting.boost(multimodal.mixture_1d, variant=variant, step_size="fixed",
+                              progress=False)
+
+
+def _wasteful_mixture():
+    """q = 0.9 N(0, 1) + 0.1 N(8, 0.5^2) for p = N(0, 1): the second component is waste."""
+    return mx.add(mx.add(mx.empty(3, 1), 0, jnp.zeros(1), jnp.zeros(1), jnp.array(1.0)), 1,
+                  jnp.array([8.0]), jnp.log(jnp.array([0.5])), jnp.array(0.1))
+
+
+def _std_normal(z):
+    return dist.Normal(0.0, 1.0).log_prob(z[0])
+
+
+@pytest.mark.parametrize("rule", ["line_search", "adaptive"])
+def test_a_pairwise_step_moves_the_wasted_weight_to_the_new_component(rule):
+    from vi_ext.boosting import frank_wolfe as fw
+
+    # the new component s = N(0.1, 1) (slot 2) is good: all of the waste's weight moves there
+    out = fw._pairwise(_std_normal, _wasteful_mixture(), 2, jnp.array([0.1]), jnp.zeros(1),
+                       rule, None, fw.Settings(), jax.random.PRNGKey(0))
+    new, gamma, kind = out[0], out[1], out[-1]
+    assert kind == "pairwise_drop" and abs(gamma - 0.1) < 1e-5
+    np.testing.assert_allclose(np.asarray(new.weights), [0.9, 0.0, 0.1], atol=1e-6)
+    assert out[7] < out[6]  # f after < f before
+
+
+def test_fully_corrective_weights_stay_on_the_simplex_and_improve_the_objective():
+    from vi_ext.boosting import away
+
+    mix = _wasteful_mixture()
+    mix = mix._replace(log_weights=jnp.log(jnp.array([0.5, 0.5, 0.0])))
+    draws = away.component_draws(_std_normal, mix, jax.random.PRNGKey(1), 512)
+    lw = away.corrective_log_weights(draws, mix.log_weights)
+    w = np.exp(np.asarray(lw))
+    assert abs(w.sum() - 1.0) < 1e-6 and w[2] == 0.0 and w[0] > 0.99
+    assert float(away.objective(draws, lw)) < float(away.objective(draws, mix.log_weights))
+
+
+@pytest.mark.parametrize("variant", ["pairwise", "corrective"])
+def test_boosting_with_pairwise_and_corrective_variants(variant):
+    from models import multimodal
+
+    res = vx.boosting.boost(multimodal.mixture_1d, num_components=4, step_size="adaptive",
+                            variant=variant, progress=False, settings=FAST)
+    assert abs(res.weights.sum() - 1.0) < 1e-5 and np.all(res.weights >= 0)
+    steps = {h.get("step") for h in res.history[1:]}
+    expected = {"pairwise", "pairwise_drop"} if variant == "pairwise" else {"fully_corrective"}
+    assert steps <= expected and steps
+    assert all(np.isfinite(h["elbo"]) for h in res.history)
 
 
 def test_a_boosted_mixture_hands_over_to_blackjax(boosted):

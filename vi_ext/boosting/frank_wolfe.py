@@ -59,7 +59,7 @@ from vi_ext.errors import ArgumentError
 from vi_ext.keys import as_key
 
 STEP_SIZES = ("adaptive", "fixed", "line_search", "global")
-VARIANTS = ("fw", "away")
+VARIANTS = ("fw", "away", "pairwise", "corrective")
 
 
 class Settings(NamedTuple):
@@ -105,7 +105,7 @@ class BoostedMixture(NamedTuple):
     Attributes:
         num_components: components to add.
         step_size: the step-size rule (see :func:`boost`).
-        variant: ``"fw"`` or ``"away"`` (see :func:`boost`).
+        variant: ``"fw"``, ``"away"``, ``"pairwise"`` or ``"corrective"`` (see :func:`boost`).
         settings: :class:`Settings`; ``first_steps`` is taken from fit's ``num_steps``.
     """
 
@@ -369,9 +369,12 @@ def boost(
         num_components: components to add (the first is a plain ELBO fit).
         step_size: ``"adaptive"`` (AdaFW backtracking, default), ``"fixed"`` (2/(t+2)),
             ``"line_search"`` or ``"global"`` (one curvature constant).
-        variant: ``"fw"`` (plain Frank-Wolfe) or ``"away"`` (AdaAFW: at each iteration,
+        variant: ``"fw"`` (plain Frank-Wolfe); ``"away"`` (AdaAFW: at each iteration,
             the away step from the worst component is taken instead when its gap is larger;
-            a full away step drops that component). Away steps need ``step_size`` other
+            a full away step drops that component); ``"pairwise"`` (AdaPFW: weight moves
+            from the worst component straight to the new one, at most all of it, which
+            drops the worst); ``"corrective"`` (after each Frank-Wolfe step, all weights
+            re-optimized on the simplex). Away and pairwise steps need ``step_size`` other
             than ``"fixed"``.
         key: an int seed or a JAX key.
         progress: a progress bar over components.
@@ -388,9 +391,9 @@ def boost(
         raise ArgumentError("step_size", f"expected one of {STEP_SIZES}, got {step_size!r}.")
     if variant not in VARIANTS:
         raise ArgumentError("variant", f"expected one of {VARIANTS}, got {variant!r}.")
-    if variant == "away" and step_size == "fixed":
-        raise ArgumentError("variant", "away steps need a step-size rule that can measure "
-                            "them: step_size='adaptive', 'line_search' or 'global'.")
+    if variant in ("away", "pairwise") and step_size == "fixed":
+        raise ArgumentError("variant", f"{variant} steps need a step-size rule that can "
+                            "measure them: step_size='adaptive', 'line_search' or 'global'.")
     if isinstance(num_components, bool) or not isinstance(num_components, int) \
             or num_components < 1:
         raise ArgumentError("num_components", f"expected an int >= 1, got {num_components!r}.")
@@ -432,7 +435,10 @@ def boost(
                 f0 = float(_objective(est, 0.0))
                 row = {"component": t + 1, "gap": g, "f_before": f0}
                 away_step = None
-                if variant == "away" and int(mix.num_active) >= 2:
+                if variant == "pairwise":
+                    away_step = _pairwise(target.log_density, mix, t, loc, log_scale,
+                                          step_size, log_L, settings, k_away)
+                elif variant == "away" and int(mix.num_active) >= 2:
                     away_step = _try_away(target.log_density, mix, g, step_size, log_L, t,
                                           settings, k_away)
                 if away_step is not None:
@@ -446,6 +452,14 @@ def boost(
                     row.update(step="frank_wolfe")
                     if gamma > 0:
                         mix = mx.add(mix, t, loc, log_scale, jnp.asarray(gamma))
+                    if variant == "corrective" and int(mix.num_active) >= 2:
+                        draws = away.component_draws(target.log_density, mix, k_away,
+                                                     settings.num_samples)
+                        lw = away.corrective_log_weights(draws, mix.log_weights)
+                        mix = mix._replace(log_weights=lw)
+                        row.update(step="fully_corrective",
+                                   f_after_step=f_after)
+                        f_after = float(away.objective(draws, lw))
                 row.update(gamma=float(gamma), log_L=log_L, tries=tries, fallback=fallback,
                            f_after=f_after, bound=bound)
             row.update(elbo=-f_after, relbo=float(relbo),
@@ -482,6 +496,33 @@ def _try_away(log_target, mix, g_fw, rule, log_L, t, settings, key):
     kind = "drop" if gamma >= cap * (1 - 1e-6) else "away"
     if gamma > 0:
         mix = mix._replace(log_weights=away.away_log_weights(lw, v, jnp.asarray(gamma)))
+    return mix, gamma, tries, fallback, log_L, bound, f0, f_after, kind
+
+
+def _pairwise(log_target, mix, t, loc, log_scale, rule, log_L, settings, key):
+    """The pairwise step from the away vertex to the new component s (slot t): (mixture,
+    gamma, tries, fallback, log_L, bound, f_before, f_after, kind). With one active
+    component it is the Frank-Wolfe step."""
+    base = mx.add(mix, t, loc, log_scale, jnp.asarray(0.0))  # s written in, weight 0
+    draws = away.component_draws(log_target, base, key, settings.num_samples)
+    s = jnp.asarray(t)
+    v, g_p = away.pairwise_vertex(draws, base.log_weights, s)
+    lw = base.log_weights
+    cap = float(jnp.exp(lw[v]))
+
+    def F(gm):
+        return away.objective(draws, away.pairwise_log_weights(lw, s, v, gm))
+
+    f0 = float(F(0.0))
+    log_d2 = float(mx.log_sq_distance(mx.single(loc, log_scale),
+                                      mx.single(base.locs[v], base.log_scales[v])))
+    gamma, tries, fallback, log_L, bound = _choose_step(rule, F, float(g_p), f0, log_d2,
+                                                        log_L, t, settings, cap=cap)
+    f_after = float(F(gamma))
+    kind = "pairwise_drop" if gamma >= cap * (1 - 1e-6) else "pairwise"
+    if gamma > 0:
+        mix = base._replace(log_weights=away.pairwise_log_weights(lw, s, v,
+                                                                  jnp.asarray(gamma)))
     return mix, gamma, tries, fallback, log_L, bound, f0, f_after, kind
 
 

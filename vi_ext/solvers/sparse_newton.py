@@ -20,8 +20,8 @@ replace P in H by a sparse truncation P_s, solve H_s d = grad D by conjugate gra
 (each product O(nnz), not O(nm)), and take (f, g) + alpha d with a backtracking line search
 on D. The truncation keeps, per row of P, its (at most) ``entries_per_row`` largest entries,
 found by a per-row threshold: a static-shape (JAX-friendly) form of the paper's global
-threshold. With the diagonal kept
-exact, H_s is diagonally dominant, hence positive semidefinite, and d is an ascent direction.
+threshold. With the diagonal kept exact, H_s is diagonally dominant, hence positive
+semidefinite, and d is an ascent direction.
 
 In the balanced case H has the null vector (1_n, -1_m) (the potentials' gauge, f + c and
 g - c); the right-hand side is projected off it, so CG stays in the range of H.
