@@ -4,8 +4,10 @@ Targets: the models of ``models/multimodal.py`` (a 1-D and a 2-D Gaussian mixtur
 a 10-D mixture; all normalized, so KL(q || p) = -ELBO) and the bundled logistic regression
 (fitted on a fixed 80% split; held-out log predictive density and AUROC on the other 20%).
 
-For each rule ("adaptive" = AdaFW, "fixed" = 2/(t+2), "line_search", "global", and the
-away-step variant with "adaptive" (AdaAFW) and "line_search") the mixture's ELBO is
+For each rule ("adaptive" = AdaFW, "fixed" = 2/(t+2), "line_search", "global"; the
+away-step variant with "adaptive" (AdaAFW) and "line_search"; the pairwise variant with
+"adaptive" (AdaPFW) and "line_search"; the fully corrective variant with "fixed" and
+"adaptive") the mixture's ELBO is
 estimated after every component with 4000 draws (one fixed key), next to a single-Gaussian
 fit (the first component). Reported: ELBO per component, cumulative seconds, and the
 paper's comparison: components and seconds AdaFW needs to reach the fixed rule's final
@@ -72,9 +74,11 @@ def logistic_heldout(res, test):
 def run(name, model, model_kw, components, evaluate=None):
     out = {}
     configs = [("adaptive", "fw"), ("fixed", "fw"), ("line_search", "fw"), ("global", "fw"),
-               ("adaptive", "away"), ("line_search", "away")]
+               ("adaptive", "away"), ("line_search", "away"), ("adaptive", "pairwise"),
+               ("line_search", "pairwise"), ("fixed", "corrective"),
+               ("adaptive", "corrective")]
     for step, variant in configs:
-        rule = step if variant == "fw" else f"{step}+away"
+        rule = step if variant == "fw" else f"{step}+{variant}"
         t = time.perf_counter()
         res = vx.boosting.boost(model, num_components=components, step_size=step,
                                 variant=variant, progress=False, key=0, **model_kw)
