@@ -4,12 +4,15 @@ Targets: the models of ``models/multimodal.py`` (a 1-D and a 2-D Gaussian mixtur
 a 10-D mixture; all normalized, so KL(q || p) = -ELBO) and the bundled logistic regression
 (fitted on a fixed 80% split; held-out log predictive density and AUROC on the other 20%).
 
-For each rule ("adaptive" = AdaFW, "fixed" = 2/(t+2), "line_search", "global"; the
+For each rule ("adaptive" = AdaFW with its model anchored at gamma = 0.01, the default;
+"adaptive_paper" = the paper's AdaFW, anchored at 0; "fixed" = 2/(t+2), "line_search",
+"global"; the
 away-step variant with "adaptive" (AdaAFW) and "line_search"; the pairwise variant with
 "adaptive" (AdaPFW) and "line_search"; the fully corrective variant with "fixed" and
 "adaptive") the mixture's ELBO is
 estimated after every component with 4000 draws (one fixed key), next to a single-Gaussian
-fit (the first component). Reported: ELBO per component, cumulative seconds, and the
+fit (the first component). Every configuration runs after a warm-up that compiles the
+shared pieces. Reported: ELBO per component, cumulative seconds, and the
 paper's comparison: components and seconds AdaFW needs to reach the fixed rule's final
 ELBO. **Target (issue 5): adaptive reaches the fixed rule's final ELBO in at most half the
 components and half the time, and clearly improves on a single Gaussian.**
@@ -76,12 +79,22 @@ def run(name, model, model_kw, components, evaluate=None):
     configs = [("adaptive", "fw"), ("fixed", "fw"), ("line_search", "fw"), ("global", "fw"),
                ("adaptive", "away"), ("line_search", "away"), ("adaptive", "pairwise"),
                ("line_search", "pairwise"), ("fixed", "corrective"),
-               ("adaptive", "corrective")]
+               ("adaptive", "corrective"), ("adaptive_paper", "fw")]
+    # compile once before timing: without this the first configuration pays the
+    # compilation every later one finds cached (measured: 10.2 s vs 4.3 s for the same work)
+    for step, variant in (("adaptive", "fw"), ("line_search", "pairwise"),
+                          ("fixed", "corrective"), ("adaptive", "away")):
+        vx.boosting.boost(model, num_components=3, step_size=step, variant=variant,
+                          progress=False, key=1, **model_kw)
     for step, variant in configs:
         rule = step if variant == "fw" else f"{step}+{variant}"
+        settings = None
+        if step == "adaptive_paper":  # the paper's AdaFW: the model anchored at gamma = 0
+            step, settings = "adaptive", vx.boosting.Settings(anchor=0.0)
         t = time.perf_counter()
         res = vx.boosting.boost(model, num_components=components, step_size=step,
-                                variant=variant, progress=False, key=0, **model_kw)
+                                variant=variant, progress=False, key=0, settings=settings,
+                                **model_kw)
         total = time.perf_counter() - t
         target = res.target.log_density
         elbos, ses, secs = [], [], []
@@ -108,16 +121,19 @@ def run(name, model, model_kw, components, evaluate=None):
         print(f"{name:20s} {rule:16s} ELBO by component {np.round(elbos, 3).tolist()} "
               f"({total:.1f} s)", flush=True)
     fixed_final = out["fixed"]["elbo"][-1]
-    ada = out["adaptive"]
-    hit = [i for i, e in enumerate(ada["elbo"]) if e >= fixed_final]
-    out["adaptive_vs_fixed"] = {
-        "fixed_final_elbo": fixed_final,
-        "adaptive_components_to_fixed_final": hit[0] + 1 if hit else None,
-        "adaptive_seconds_to_fixed_final": ada["seconds"][hit[0]] if hit else None,
-        "fixed_components": components, "fixed_seconds": out["fixed"]["seconds"][-1],
-        "single_gaussian_elbo": out["fixed"]["elbo"][0],
-    }
-    print(f"{name:20s} adaptive vs fixed: {out['adaptive_vs_fixed']}", flush=True)
+    for label in ("adaptive", "adaptive_paper"):
+        ada = out[label]
+        hit = [i for i, e in enumerate(ada["elbo"]) if e >= fixed_final]
+        out[f"{label}_vs_fixed"] = {
+            "fixed_final_elbo": fixed_final,
+            "adaptive_components_to_fixed_final": hit[0] + 1 if hit else None,
+            "adaptive_seconds_to_fixed_final": ada["seconds"][hit[0]] if hit else None,
+            "adaptive_final_elbo": ada["elbo"][-1],
+            "fixed_components": components, "fixed_seconds": out["fixed"]["seconds"][-1],
+            "single_gaussian_elbo": out["fixed"]["elbo"][0],
+        }
+    print(f"{name:20s} adaptive vs fixed: {out['adaptive_vs_fixed']}; the paper's AdaFW: "
+          f"{out['adaptive_paper_vs_fixed']}", flush=True)
     return out
 
 

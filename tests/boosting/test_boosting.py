@@ -277,3 +277,26 @@ def test_a_boosted_mixture_hands_over_to_blackjax(boosted):
     assert draws["theta"].shape == (300, 8) and np.isfinite(draws.khat)
     r = boosted.refine(num_samples=100, num_chains=2, num_warmup=50, progress=False)
     assert r.samples["theta"].shape == (200, 8)
+
+
+def test_the_anchored_adaptive_step_is_not_tiny_where_the_papers_is():
+    from vi_ext.boosting import frank_wolfe as fw
+
+    def target(z):  # 0.5 N(-3, 1) + 0.5 N(3, 1); q covers the left mode, s the right one
+        return jnp.logaddexp(dist.Normal(-3.0, 1.0).log_prob(z[0]),
+                             dist.Normal(3.0, 1.0).log_prob(z[0])) + jnp.log(0.5)
+
+    mix = mx.add(mx.empty(2, 1), 0, jnp.array([-3.0]), jnp.zeros(1), jnp.array(1.0))
+    settings = fw.Settings()
+    est, log_d2 = fw._step_estimates(target, settings)(mix, jnp.array([3.0]), jnp.zeros(1),
+                                                         jax.random.PRNGKey(0))
+    f0, g = float(fw._objective(est, 0.0)), float(fw._gap(est))
+    paper = fw._choose_step("adaptive", lambda gm: fw._objective(est, gm), g, f0,
+                            float(log_d2), None, 1, settings)
+    anchored = fw._anchored_step(lambda gm: fw._objective(est, gm), f0, float(log_d2), None,
+                                 1, settings)
+    # the anchored step's sufficient decrease holds, from f(delta)
+    assert float(fw._objective(est, anchored[0])) <= anchored[4] + 1e-6
+    # (the best step here is 0.5: q then equals p)
+    assert paper[0] < 0.01 and anchored[0] > 10 * paper[0]
+    assert float(fw._objective(est, anchored[0])) < float(fw._objective(est, paper[0]))
