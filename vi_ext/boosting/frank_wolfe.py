@@ -453,14 +453,9 @@ def boost(
                     mix, gamma, tries, fallback, log_L, bound, f0, f_after, kind = away_step
                     row.update(f_before=f0, step=kind)
                 else:
-                    if step_size == "adaptive" and settings.anchor > 0:
-                        gamma, tries, fallback, log_L, bound = _anchored_step(
-                            lambda gm, e=est: _objective(e, gm), f0, float(log_d2), log_L, t,
-                            settings)
-                    else:
-                        gamma, tries, fallback, log_L, bound = _choose_step(
-                            step_size, lambda gm, e=est: _objective(e, gm), g, f0,
-                            float(log_d2), log_L, t, settings)
+                    gamma, tries, fallback, log_L, bound = _adding_step(
+                        step_size, lambda gm, e=est: _objective(e, gm), g, f0,
+                        float(log_d2), log_L, t, settings)
                     f_after = float(_objective(est, gamma))
                     row.update(step="frank_wolfe")
                     if gamma > 0:
@@ -529,13 +524,9 @@ def _pairwise(log_target, mix, t, loc, log_scale, rule, log_L, settings, key):
     f0 = float(F(0.0))
     log_d2 = float(mx.log_sq_distance(mx.single(loc, log_scale),
                                       mx.single(base.locs[v], base.log_scales[v])))
-    if rule == "adaptive" and settings.anchor > 0:
-        # like the Frank-Wolfe step, this one adds mass where q may have none: anchored
-        gamma, tries, fallback, log_L, bound = _anchored_step(F, f0, log_d2, log_L, t,
-                                                              settings, cap=cap)
-    else:
-        gamma, tries, fallback, log_L, bound = _choose_step(rule, F, float(g_p), f0, log_d2,
-                                                            log_L, t, settings, cap=cap)
+    # like the Frank-Wolfe step, this one adds mass where q may have none
+    gamma, tries, fallback, log_L, bound = _adding_step(rule, F, float(g_p), f0, log_d2,
+                                                        log_L, t, settings, cap=cap)
     f_after = float(F(gamma))
     kind = "pairwise_drop" if gamma >= cap * (1 - 1e-6) else "pairwise"
     if gamma > 0:
@@ -564,6 +555,15 @@ def _initial_component(target, mix, t, key, settings):
     w = mix.weights
     log_scale = jnp.sum(w[:, None] * mix.log_scales, axis=0) / jnp.sum(w)
     return best, log_scale
+
+
+def _adding_step(rule, F, g, f0, log_d2, log_L, t, settings, cap=1.0):
+    """The step along a direction that adds mass where q_t may have none (Frank-Wolfe,
+    pairwise): the adaptive rule anchored at ``settings.anchor`` when it is positive, else
+    :func:`_choose_step`."""
+    if rule == "adaptive" and settings.anchor > 0:
+        return _anchored_step(F, f0, log_d2, log_L, t, settings, cap=cap)
+    return _choose_step(rule, F, g, f0, log_d2, log_L, t, settings, cap=cap)
 
 
 def _anchored_step(F, f0, log_d2, log_L, t, settings, cap=1.0):

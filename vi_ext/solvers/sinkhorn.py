@@ -314,6 +314,13 @@ def _newton(g, C, a, b, eps, tau_a, tau_b, threshold, max_iterations, opts, it0,
     return g, it, k, errors
 
 
+def _warmup_schedule(schedule, C, eps, opts):
+    """The user's epsilon schedule, else the Newton warm-up's annealing from the mean cost."""
+    if schedule is None and opts.anneal is not None:
+        return (jnp.maximum(eps, jnp.mean(C)), opts.anneal)
+    return schedule
+
+
 def _solve(g0, C, a, b, eps, tau_a, tau_b, threshold, max_iterations, schedule, newton):
     """The forward solve: Sinkhorn, or Sinkhorn warm-up, Newton steps, Sinkhorn finish.
     Returns g and (error, iterations, error history, Newton steps)."""
@@ -321,8 +328,7 @@ def _solve(g0, C, a, b, eps, tau_a, tau_b, threshold, max_iterations, schedule, 
         g, (err, it, errors) = _iterate(g0, C, a, b, eps, tau_a, tau_b, threshold,
                                         max_iterations, schedule)
         return g, (err, it, errors, jnp.asarray(0))
-    if schedule is None and newton.anneal is not None:
-        schedule = (jnp.maximum(eps, jnp.mean(C)), newton.anneal)
+    schedule = _warmup_schedule(schedule, C, eps, newton)
     g, (err, it, errors) = _iterate(g0, C, a, b, eps, tau_a, tau_b, threshold,
                                     max_iterations, schedule,
                                     stop=min(newton.warmup, max_iterations))
@@ -340,8 +346,7 @@ def _unrolled_newton(g0, C, a, b, eps, tau_a, tau_b, threshold, max_iterations, 
     Newton steps (within ``max_iterations``) in a ``lax.scan`` (frozen once converged),
     each differentiated through grad D with its Hessian and step length held fixed."""
     warm = min(opts.warmup, max_iterations)
-    if schedule is None and opts.anneal is not None:
-        schedule = (jnp.maximum(eps, jnp.mean(C)), opts.anneal)
+    schedule = _warmup_schedule(schedule, C, eps, opts)
     g, (err, it, errors) = _unrolled(g0, C, a, b, eps, tau_a, tau_b, threshold, warm,
                                      lax.stop_gradient(schedule))
     f = _f_update(g, C, b, eps, tau_a)

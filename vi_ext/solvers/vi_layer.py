@@ -150,10 +150,12 @@ def vi_layer(model: Callable, guide: Callable, *, objective: Any = None,
             def gnorm(g):
                 return jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in jax.tree.leaves(g)]))
 
+            def stationary(value, g):
+                return gnorm(g) <= threshold * jnp.maximum(1.0, jnp.abs(value))
+
             def cond(carry):
                 _, _, it, value, g = carry
-                return (it < max_iterations) & ~(gnorm(g) <= threshold
-                                                 * jnp.maximum(1.0, jnp.abs(value)))
+                return (it < max_iterations) & ~stationary(value, g)
 
             def body(carry):
                 u, state, it, _, _ = carry
@@ -167,8 +169,7 @@ def vi_layer(model: Callable, guide: Callable, *, objective: Any = None,
             value, g = jax.value_and_grad(f)(u_init)
             u, _, it, value, g = lax.while_loop(
                 cond, body, (u_init, opt.init(u_init), jnp.asarray(0), value, g))
-            norm = gnorm(g)
-            return u, (value, norm, it, norm <= threshold * jnp.maximum(1.0, jnp.abs(value)))
+            return u, (value, gnorm(g), it, stationary(value, g))
 
         u, (value, norm, it, ok) = solver(u0, full_args, kwargs)
         return VIOptimum(constrain(u, cons), -value, norm, it, ok)
