@@ -29,20 +29,24 @@ def load() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return d["X"], d["y"].astype(np.int32), d["feature_names"]
 
 
-def model(X: ArrayLike, y: ArrayLike | None = None) -> None:
+def model(X: ArrayLike, y: ArrayLike | None = None, num_data: int | None = None) -> None:
     """Logistic regression with a N(0, 5) intercept and N(0, 1) coefficients.
 
     alpha ~ N(0, 5); beta ~ N(0, I_D); y_n ~ Bernoulli(logits = alpha + X_n beta).
 
     Args:
-        X: features, shape [N, D] (standardize them: the priors assume unit scale).
-        y: labels in {0, 1}, shape [N], or None to simulate them.
+        X: features, shape [N, D] (standardize them: the priors assume unit scale), or a
+            minibatch of B rows of them.
+        y: labels in {0, 1}, shape [N] (or [B]), or None to simulate them.
+        num_data: N when X and y are a minibatch (the likelihood is scaled by N / B, e.g.
+            ``vx.fit(model, data={"X": X, "y": y}, batch_size=B, num_data=N)``); None: X is
+            all the data.
     """
     n, d = X.shape
     alpha = numpyro.sample("alpha", dist.Normal(0.0, 5.0))
     beta = numpyro.sample("beta", dist.Normal(jnp.zeros(d), 1.0).to_event(1))
     logits = alpha + X @ beta
-    with numpyro.plate("data", n):
+    with numpyro.plate("data", num_data or n, subsample_size=n):
         numpyro.sample("y", dist.Bernoulli(logits=logits), obs=y)
 
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import optax
+from jax.sharding import Mesh
 from numpyro import handlers
 from numpyro.infer.autoguide import AutoNormal
 from numpyro.infer.initialization import init_to_median
@@ -35,6 +36,7 @@ from vi_ext import objectives as _objectives
 from vi_ext.checkpoint import CheckpointError
 from vi_ext.checkpoint import load as load_checkpoint
 from vi_ext.checkpoint import save as save_checkpoint
+from vi_ext.data import Dataset, Prefetcher, StreamPlates, as_dataset, check_scaled
 from vi_ext.errors import ArgumentError, CallbackError, NonFiniteError, SiteError
 from vi_ext.keys import as_key
 from vi_ext.params import constrain, param_sites, unconstrain
@@ -42,6 +44,14 @@ from vi_ext.program.objective import Objective
 from vi_ext.program.sites import sample_sites, site_log_prob
 from vi_ext.program.transform import check_estimators, initial_state, surrogate_fn
 from vi_ext.result import FitResult
+from vi_ext.sharding import (
+    batch_sharding,
+    check_batch_size,
+    particles_on,
+    put_batches,
+    replicated,
+    resolve_mesh,
+)
 from vi_ext.stopping import is_rule
 
 #: Adam's learning rate when ``optimizer=None``.
@@ -87,20 +97,27 @@ def _all_finite(tree) -> jax.Array:
 
 
 def make_step(
-    loss_and_grad: Callable[[dict, jax.Array, dict], tuple[jax.Array, dict, dict]],
+    loss_and_grad: Callable[..., tuple[jax.Array, dict, dict]],
     optimizer: optax.GradientTransformation,
     rules: tuple = (),
-) -> Callable[[FitState, jax.Array], tuple[FitState, jax.Array]]:
-    """One guarded optimizer step, ``(state, active) -> (state, loss)``, for ``lax.scan``.
+) -> Callable[[FitState, Any], tuple[FitState, jax.Array]]:
+    """One guarded optimizer step, ``(state, xs) -> (state, loss)``, for ``lax.scan``.
 
+    ``xs`` is ``active`` (a bool) or, when data are streamed, ``(active, batch)`` with the
+    step's minibatch (a dict of model keyword arguments) passed on to ``loss_and_grad``.
     Inactive steps (padding at the end of a chunk, or any step after a stopping rule in
     ``rules`` fired) change nothing.
     """
 
-    def step(state: FitState, active: jax.Array):
+    def step(state: FitState, xs: Any):
+        active, batch = xs if isinstance(xs, tuple) else (xs, None)
         active = active & ~state.converged
         key, sub = jax.random.split(state.key)
-        loss, grads, strategy_state = loss_and_grad(state.params, sub, state.strategy_state)
+        if batch is None:
+            loss, grads, strategy_state = loss_and_grad(state.params, sub, state.strategy_state)
+        else:
+            loss, grads, strategy_state = loss_and_grad(state.params, sub, state.strategy_state,
+                                                        batch)
         finite = jnp.isfinite(loss) & _all_finite(grads)
         accept = active & finite
         reject = active & ~finite
@@ -238,12 +255,19 @@ class Fitter(NamedTuple):
     """A compiled fit, before the loop: what :func:`fit` runs, exposed for reuse.
 
     Attributes:
-        init_state: the :class:`FitState` at step 0.
-        run_chunk: jit-compiled ``(state, active) -> (state, losses)``; runs ``len(active)``
-            steps in one ``lax.scan`` (steps with ``active=False`` change nothing).
-        loss_and_grad: ``(u, key, strategy_state) -> (loss, grads, strategy_state)`` on
-            unconstrained params, not jitted.
+        init_state: the :class:`FitState` at step 0 (replicated over ``mesh``, if any).
+        run_chunk: jit-compiled ``(state, active) -> (state, losses)``, or with streamed
+            data ``(state, active, batches) -> (state, losses)`` with ``batches`` stacked
+            ``[len(active), B, ...]``; runs ``len(active)`` steps in one ``lax.scan`` (steps
+            with ``active=False`` change nothing).
+        loss_and_grad: ``(u, key, strategy_state[, batch]) -> (loss, grads,
+            strategy_state)`` on unconstrained params, not jitted.
         guide, objective, constraints, estimators, rules: the resolved inputs.
+        dataset: the streamed :class:`~vi_ext.data.Dataset` (None: no data= argument).
+        mesh: the device mesh (None: one device).
+        model: the model as the loop runs it (with streamed data: under
+            :class:`~vi_ext.data.StreamPlates`).
+        first_batch: the first minibatch (model keyword arguments), or an empty dict.
     """
 
     init_state: FitState
@@ -254,6 +278,10 @@ class Fitter(NamedTuple):
     constraints: dict
     estimators: dict
     rules: tuple = ()
+    dataset: Dataset | None = None
+    mesh: Mesh | None = None
+    model: Callable | None = None
+    first_batch: dict = {}
 
 
 def build(
@@ -266,6 +294,11 @@ def build(
     estimators: Mapping[str, Any] | None = None,
     init_params: Mapping[str, Any] | None = None,
     stopping: Any = None,
+    data: Mapping[str, Any] | None = None,
+    batch_size: int | None = None,
+    shuffle: bool = True,
+    devices: Any = None,
+    mesh: Mesh | None = None,
     **model_kwargs: Any,
 ) -> Fitter:
     """Resolve fit's inputs, initialize parameters, and build the compiled step function.
@@ -278,12 +311,36 @@ def build(
     key = as_key(key)
     k_init, k_fit = jax.random.split(key)
 
+    dataset = None
+    first_batch: dict = {}
+    if data is not None:
+        dataset = as_dataset(data, batch_size, shuffle, key)
+        clash = sorted(set(dataset.arrays) & set(model_kwargs))
+        if clash:
+            raise ArgumentError("data", f"{clash} given both in data= and as model keyword "
+                                "arguments; pass each once.")
+        model = StreamPlates(model, dataset.num_rows, dataset.batch_size)
+        if guide is not None:
+            guide = StreamPlates(guide, dataset.num_rows, dataset.batch_size)
+        first_batch = {k: jnp.asarray(v) for k, v in dataset.batch(0).items()}
+    elif batch_size is not None:
+        raise ArgumentError("batch_size", "is set but data= (the arrays to stream) is not.")
+    mesh = resolve_mesh(devices, mesh, streaming=dataset is not None)
+    if mesh is not None and dataset is not None:
+        check_batch_size(mesh, dataset.batch_size)
+    init_kwargs = {**model_kwargs, **first_batch}
+
     if guide is None:
-        check_no_discrete_latents(model, model_args, model_kwargs, k_init)
+        check_no_discrete_latents(model, model_args, init_kwargs, k_init)
         guide = AutoNormal(model, init_loc_fn=init_to_median(num_samples=15))
+    if dataset is not None:
+        with numpyro.validation_enabled(False):
+            trace = handlers.trace(handlers.seed(model, k_init)).get_trace(*model_args,
+                                                                          **init_kwargs)
+        check_scaled(trace, dataset)
     optimizer = optimizer if optimizer is not None else optax.adam(DEFAULT_LEARNING_RATE)
 
-    values, cons = param_sites(model, guide, model_args, model_kwargs, k_init, estimators)
+    values, cons = param_sites(model, guide, model_args, init_kwargs, k_init, estimators)
     if init_params:
         unknown = set(init_params) - set(values)
         if unknown:
@@ -297,22 +354,34 @@ def build(
         )
     u0 = unconstrain(values, cons)
 
-    surrogate = surrogate_fn(objective, model, guide, model_args, model_kwargs, estimators)
+    def surrogate_for(batch):
+        kwargs = model_kwargs if batch is None else {**model_kwargs, **batch}
+        return surrogate_fn(objective, model, guide, model_args, kwargs, estimators)
 
-    def negative_surrogate(u, k, sstate):
-        sur, aux = surrogate(constrain(u, cons), k, sstate)
+    surrogate = surrogate_for(first_batch or None)
+
+    def negative_surrogate(u, k, sstate, batch):
+        with particles_on(mesh):
+            sur, aux = surrogate_for(batch)(constrain(u, cons), k, sstate)
         return -sur, aux
 
-    def loss_and_grad(u, k, sstate):
-        (_, aux), grads = jax.value_and_grad(negative_surrogate, has_aux=True)(u, k, sstate)
+    def loss_and_grad(u, k, sstate, batch=None):
+        (_, aux), grads = jax.value_and_grad(negative_surrogate, has_aux=True)(u, k, sstate,
+                                                                              batch)
         return -aux.value, grads, aux.state
 
     rules = _stopping_rules(stopping)
     step = make_step(loss_and_grad, optimizer, rules)
 
-    @jax.jit
-    def run_chunk(state: FitState, active: jax.Array):
-        return jax.lax.scan(step, state, active)
+    def scan_chunk(state: FitState, active: jax.Array, batches: dict | None = None):
+        return jax.lax.scan(step, state, active if batches is None else (active, batches))
+
+    if mesh is None:
+        run_chunk = jax.jit(scan_chunk)
+    else:
+        rep = replicated(mesh)
+        shardings = (rep, rep) if dataset is None else (rep, rep, batch_sharding(mesh))
+        run_chunk = jax.jit(scan_chunk, in_shardings=shardings, out_shardings=(rep, rep))
 
     state = FitState(
         params=u0,
@@ -330,7 +399,10 @@ def build(
     )
     # strong dtypes everywhere, so that the carry keeps one type and run_chunk compiles once
     state = jax.tree_util.tree_map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype), state)
-    return Fitter(state, run_chunk, loss_and_grad, guide, objective, cons, estimators, rules)
+    if mesh is not None:
+        state = jax.device_put(state, replicated(mesh))
+    return Fitter(state, run_chunk, loss_and_grad, guide, objective, cons, estimators, rules,
+                  dataset, mesh, model, first_batch)
 
 
 def _stopping_rules(stopping: Any) -> tuple:
@@ -373,6 +445,11 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     resume: str | os.PathLike | None = None,
+    data: Mapping[str, Any] | None = None,
+    batch_size: int | None = None,
+    shuffle: bool = True,
+    devices: Any = None,
+    mesh: Mesh | None = None,
     **model_kwargs: Any,
 ) -> FitResult:
     """Fit a guide to a NumPyro model by maximizing a variational objective.
@@ -409,6 +486,17 @@ def fit(
         checkpoint_every: steps between checkpoints (default: every 10% of the steps).
         resume: a checkpoint file to continue from; the same arguments as the fit that
             wrote it give the same result, bit for bit, as a fit never interrupted.
+        data: arrays to stream in minibatches (:mod:`vi_ext.data`): model keyword name ->
+            array or path to a ``.npy`` file (memory-mapped), one row per data point. Each
+            step calls the model with ``batch_size`` rows of each; the model scales their
+            likelihood by N / B with ``numpyro.plate(name, num_data, subsample_size=B)``.
+        batch_size: rows per step, with ``data``.
+        shuffle: reshuffle the rows every epoch (from ``key``); False streams them in order.
+        devices: a number of devices, or a list of them, to shard the step over
+            (:mod:`vi_ext.sharding`): minibatch rows when ``data`` is given, particles
+            otherwise. Parameters are replicated.
+        mesh: a ``jax.sharding.Mesh`` with an axis ``"data"`` and/or ``"particles"``, instead
+            of ``devices``.
         **model_kwargs: keyword arguments of the model (and guide), e.g. observations.
 
     Returns:
@@ -445,7 +533,8 @@ def fit(
     num_steps = int(num_steps)
     fitter = build(model, *model_args, guide=guide, objective=objective, optimizer=optimizer,
                    key=key, estimators=estimators, init_params=init_params, stopping=stopping,
-                   **model_kwargs)
+                   data=data, batch_size=batch_size, shuffle=shuffle, devices=devices,
+                   mesh=mesh, **model_kwargs)
     objective, guide, cons = fitter.objective, fitter.guide, fitter.constraints
     estimators = fitter.estimators
     chunk = chunk_size or max(1, min(1000, math.ceil(num_steps / 100)))
@@ -477,17 +566,30 @@ def fit(
     stop_reason = "num_steps"
     if bool(state.converged):
         stop_reason = "converged"
+    def chunk_steps(start):
+        n = min(chunk, num_steps - start)
+        for every in everies:
+            n = min(n, every - start % every)
+        return n
+
+    prefetch = None
+    if fitter.dataset is not None:
+        prefetch = Prefetcher(fitter.dataset, chunk,
+                              lambda rows: put_batches(fitter.dataset.arrays, rows, fitter.mesh))
     t0 = time.perf_counter()
     bar = tqdm(total=num_steps, initial=done, disable=not progress,
                desc=f"fit ({objective.name})", dynamic_ncols=True)
     last_callback = done
     try:
         while done < num_steps and not bool(state.converged):
-            n = min(chunk, num_steps - done)
-            for every in everies:
-                n = min(n, every - done % every)
+            n = chunk_steps(done)
             active = jnp.arange(chunk) < n
-            new_state, chunk_losses = run_chunk(state, active)
+            if prefetch is None:
+                new_state, chunk_losses = run_chunk(state, active)
+            else:
+                following = chunk_steps(done + n) if done + n < num_steps else 0
+                batches = prefetch.get(done, n, following)
+                new_state, chunk_losses = run_chunk(state, active, batches)
             taken = int(new_state.step) - done
             chunk_losses = np.asarray(chunk_losses)[:taken]
             losses[done : done + taken] = chunk_losses
@@ -525,6 +627,8 @@ def fit(
                     break
     finally:
         bar.close()
+        if prefetch is not None:
+            prefetch.close()
     seconds = time.perf_counter() - t0
 
     num_rejected = int(state.num_rejected)
@@ -565,6 +669,9 @@ def _fit_boosted(model, model_args, model_kwargs, spec, num_steps, key, progress
 
 
 def _result(fitter, model, model_args, model_kwargs, state, losses, seconds, stop_reason):
+    if fitter.dataset is not None:
+        # diagnostics of a streamed fit run on its first minibatch (scaled by N / B)
+        model, model_kwargs = fitter.model, {**model_kwargs, **fitter.first_batch}
     return FitResult(
         model=model,
         guide=fitter.guide,

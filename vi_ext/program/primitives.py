@@ -41,6 +41,7 @@ from vi_ext.estimators.defaults import default_strategy
 from vi_ext.program.context import _STACK, Frame, current_frame
 from vi_ext.program.records import LogMeanExpRecord
 from vi_ext.program.sites import sample_sites, site_log_prob
+from vi_ext.sharding import constrain_particles
 
 
 class Choices(NamedTuple):
@@ -50,11 +51,27 @@ class Choices(NamedTuple):
         values: latent site name -> value drawn by the guide.
         log_density: log q(values), the guide's log density at its own draws (a scalar).
         site_log_densities: site name -> that site's (scaled, summed) log density.
+        subsamples: plate name -> the indices a subsampling plate of the guide drew
+            (``plate(name, N, subsample_size=B)``); :func:`density` gives the model's plate
+            of that name the same indices, as NumPyro's ``replay`` does.
     """
 
     values: dict[str, jax.Array]
     log_density: jax.Array
     site_log_densities: dict[str, jax.Array] = {}
+    subsamples: dict[str, jax.Array] = {}
+
+
+class ReplayPlates(Messenger):
+    """Give each subsampling plate named in ``subsamples`` those indices instead of new ones."""
+
+    def __init__(self, fn: Callable | None, subsamples: Mapping[str, jax.Array]):
+        self.subsamples = subsamples
+        super().__init__(fn)
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] == "plate" and msg["name"] in self.subsamples and msg["value"] is None:
+            msg["value"] = self.subsamples[msg["name"]]
 
 
 class StrategyMessenger(Messenger):
@@ -124,7 +141,10 @@ def sim(guide: Callable, *args: Any, **kwargs: Any) -> Choices:
             s = {**s, "fn": jax.tree_util.tree_map(jax.lax.stop_gradient, s["fn"])}
         per_site[s["name"]] = site_log_prob(s)
     log_q = sum(per_site.values(), jnp.zeros(()))
-    return Choices(values, log_q, per_site)
+    subsamples = {s["name"]: s["value"] for s in trace.values()
+                  if s["type"] == "plate" and s["args"][1] is not None
+                  and s["args"][0] != s["args"][1]}
+    return Choices(values, log_q, per_site, subsamples)
 
 
 def density(
@@ -147,6 +167,8 @@ def density(
     frame = current_frame("density")
     values = dict(choices.values if isinstance(choices, Choices) else choices)
     fn = handlers.substitute(model, data=frame.params)
+    if isinstance(choices, Choices) and choices.subsamples:
+        fn = ReplayPlates(fn, choices.subsamples)
     fn = handlers.condition(fn, data=values)
     fn = handlers.seed(fn, rng_seed=frame.next_key())
     trace = handlers.trace(fn).get_trace(*args, **kwargs)
@@ -182,6 +204,9 @@ def particles(num_particles: int, fn: Callable[..., Any], *args: Any, **kwargs: 
         raise ValueError(f"particles(): num_particles must be an int >= 1, got {num_particles!r}")
     parent = current_frame("particles")
     keys = jax.random.split(parent.next_key(), num_particles)
+    if parent.depth == 0:
+        # outermost particles only: fit(devices=...) may shard them across devices
+        keys = constrain_particles(keys)
     parent.num_particle_calls += 1
     weights = parent.particle_weights
     if weights is None or weights.shape != (num_particles,):

@@ -1,0 +1,299 @@
+"""Minibatches streamed from host memory or from memory-mapped .npy files.
+
+``fit(model, data={"x": X, "y": y}, batch_size=B)`` calls the model with one minibatch per
+step as keyword arguments: ``model(*args, x=X[rows_t], y=y[rows_t], **kwargs)``. The rows of
+step t are a deterministic function of (key, t): epoch e = t // (N // B) visits the rows in
+the order of a permutation drawn from (key, e) (or in file order with ``shuffle=False``),
+and the last N mod B rows of each order are left out of that epoch, so every batch has the
+static shape jit needs. A resumed fit therefore sees the same batches as one never stopped.
+
+Arrays may be NumPy arrays, anything ``np.asarray`` accepts, or paths to ``.npy`` files.
+A path is memory-mapped read-only (:class:`NpyFile`): only the rows of the batches being
+gathered are read, and the mapped pages are released after every chunk, so the process's
+memory does not grow with N. Gathering runs on a background thread (:class:`Prefetcher`)
+while the device computes the previous chunk of steps.
+
+The model must scale the likelihood of a minibatch by N / B, as NumPyro's own subsampling
+does: declare the data plate with the full size and the batch size,
+``numpyro.plate("data", num_data, subsample_size=x.shape[0])``, and pass
+``num_data=N`` to fit. fit checks this on the first batch (:func:`check_scaled`).
+
+Reference: the minibatch ELBO of stochastic variational inference, Hoffman et al., JMLR 14
+(2013), and NumPyro's ``plate(subsample_size=...)``.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.primitives import Messenger
+
+from vi_ext.errors import ArgumentError
+
+
+class NpyFile:
+    """A read-only memory map of a ``.npy`` file whose pages can be released.
+
+    Behaves as the array for indexing (``f[rows]``), ``shape``, ``dtype`` and ``len``.
+    :meth:`release` drops the pages this process has mapped (``madvise(MADV_DONTNEED)``);
+    the operating system keeps them in its page cache, outside the process.
+
+    Args:
+        path: a C-ordered ``.npy`` file.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        with open(self.path, "rb") as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(f)
+            except ValueError as e:
+                raise ArgumentError("data", f"{self.path!r} is not a .npy file: {e}") from None
+            offset = f.tell()
+            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        if fortran and len(shape) > 1:
+            raise ArgumentError("data", f"{self.path!r} is Fortran-ordered; rows must be "
+                                "contiguous: save it with np.save(path, np.ascontiguousarray(a)).")
+        if dtype.hasobject:
+            raise ArgumentError("data", f"{self.path!r} holds Python objects, not numbers.")
+        self.array = np.frombuffer(self._mmap, dtype=dtype, count=int(np.prod(shape)),
+                                   offset=offset).reshape(shape)
+
+    shape = property(lambda self: self.array.shape)
+    dtype = property(lambda self: self.array.dtype)
+    ndim = property(lambda self: self.array.ndim)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        return self.array[index]
+
+    def release(self) -> None:
+        """Drop this process's mapping of the pages read so far (the data stay on disk)."""
+        if hasattr(mmap, "MADV_DONTNEED"):
+            self._mmap.madvise(mmap.MADV_DONTNEED)
+
+    def __repr__(self) -> str:
+        return f"NpyFile({self.path!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+class Dataset(NamedTuple):
+    """Named arrays with a common number of rows, streamed in minibatches.
+
+    Attributes:
+        arrays: name -> array (NumPy array or :class:`NpyFile`), rows on the first axis.
+        num_rows: N, the common length.
+        batch_size: B, rows per step (1 <= B <= N).
+        shuffle: reshuffle the rows every epoch (False: file order).
+        seed: two uint32 words from which every epoch's permutation is drawn.
+    """
+
+    arrays: dict
+    num_rows: int
+    batch_size: int
+    shuffle: bool
+    seed: tuple
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """N // B: full batches per epoch."""
+        return self.num_rows // self.batch_size
+
+    def rows(self, step: int) -> np.ndarray:
+        """The row indices of step ``step`` (sorted: a sum over rows ignores their order)."""
+        epoch, position = divmod(int(step), self.steps_per_epoch)
+        lo = position * self.batch_size
+        if not self.shuffle:
+            return np.arange(lo, lo + self.batch_size)
+        return np.sort(epoch_order(self.seed, epoch, self.num_rows)[lo:lo + self.batch_size])
+
+    def batch(self, step: int) -> dict:
+        """The minibatch of step ``step``: name -> array with B rows."""
+        idx = self.rows(step)
+        return {k: np.asarray(a[idx]) for k, a in self.arrays.items()}
+
+    def chunk_rows(self, start: int, count: int, length: int) -> np.ndarray:
+        """Row indices of steps start .. start+count-1, stacked: ``[length, B]``.
+
+        Slots count .. length-1 (padding for a chunk's static length) repeat the last step.
+        """
+        per_step = [self.rows(start + i) for i in range(count)]
+        per_step += [per_step[-1]] * (length - count)
+        return np.stack(per_step)
+
+    def release(self) -> None:
+        """Release the mapped pages of memory-mapped files (see :meth:`NpyFile.release`)."""
+        for a in self.arrays.values():
+            if isinstance(a, NpyFile):
+                a.release()
+
+
+_ORDER_CACHE: dict = {}
+_ORDER_LOCK = threading.Lock()
+
+
+def epoch_order(seed: tuple, epoch: int, n: int) -> np.ndarray:
+    """The permutation of range(n) that epoch ``epoch`` visits (the last two are cached)."""
+    cache_key = (seed, n, int(epoch))
+    with _ORDER_LOCK:
+        hit = _ORDER_CACHE.get(cache_key)
+        if hit is None:
+            hit = np.random.Generator(np.random.PCG64([*seed, int(epoch)])).permutation(n)
+            _ORDER_CACHE[cache_key] = hit
+            while len(_ORDER_CACHE) > 2:
+                _ORDER_CACHE.pop(next(iter(_ORDER_CACHE)))
+    return hit
+
+
+def as_dataset(data: Mapping[str, Any], batch_size: Any, shuffle: Any,
+               key: jax.Array) -> Dataset:
+    """Validate fit's ``data``, ``batch_size`` and ``shuffle`` into a :class:`Dataset`."""
+    if not isinstance(data, Mapping) or not data:
+        raise ArgumentError("data", "expected a dict: model keyword -> array (or a path to a "
+                            f".npy file) with one row per data point, got {data!r}.")
+    arrays: dict = {}
+    for name, value in data.items():
+        if not isinstance(name, str):
+            raise ArgumentError("data", f"keys must be the model's keyword names, got {name!r}.")
+        if isinstance(value, (str, os.PathLike)):
+            if not os.path.exists(value):
+                raise ArgumentError("data", f"data[{name!r}]: no file {os.fspath(value)!r}.")
+            value = NpyFile(value)
+        elif not isinstance(value, (np.ndarray, NpyFile)):
+            try:
+                value = np.asarray(value)
+            except Exception as e:  # noqa: BLE001 - reported with the key
+                raise ArgumentError("data", f"data[{name!r}] is not an array: {e}") from None
+        if value.ndim == 0:
+            raise ArgumentError("data", f"data[{name!r}] is a scalar; data arrays need one row "
+                                "per data point (pass scalars as model keyword arguments).")
+        if value.dtype.kind not in "biuf":
+            raise ArgumentError("data", f"data[{name!r}] has dtype {value.dtype}; "
+                                "expected numbers.")
+        arrays[name] = value
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise ArgumentError("data", f"arrays must have the same number of rows, got {lengths}.")
+    n = next(iter(lengths.values()))
+    if batch_size is None:
+        raise ArgumentError("batch_size", "data= needs batch_size= (rows per step).")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or not 1 <= batch_size <= n:
+        raise ArgumentError("batch_size", f"expected an int in [1, {n}] (the number of rows), "
+                            f"got {batch_size!r}.")
+    if not isinstance(shuffle, bool):
+        raise ArgumentError("shuffle", f"expected True or False, got {shuffle!r}.")
+    words = np.asarray(jax.random.key_data(jax.random.fold_in(key, 0x0DA7A)), np.uint32)
+    return Dataset(arrays, n, int(batch_size), shuffle, tuple(int(w) for w in words.ravel()))
+
+
+class StreamPlates(Messenger):
+    """Supply the subsample indices of a plate that subsamples the streamed rows.
+
+    A plate declared ``plate(name, N, subsample_size=B)`` (N the rows of ``data``, B the batch
+    size) would draw B of N indices at every step (O(N) on the CPU); fit has drawn the rows
+    already, so the plate gets ``arange(B)``: indexing the batch with them is the identity,
+    and the plate still scales the batch's log likelihood by N / B.
+    """
+
+    def __init__(self, fn: Callable | None, num_rows: int, batch_size: int):
+        self.num_rows, self.batch_size = num_rows, batch_size
+        super().__init__(fn)
+
+    def process_message(self, msg: dict) -> None:
+        if msg["type"] == "plate" and msg["value"] is None \
+                and tuple(msg["args"]) == (self.num_rows, self.batch_size):
+            msg["value"] = jnp.arange(self.batch_size)
+
+
+def check_scaled(trace: Mapping[str, dict], dataset: Dataset) -> None:
+    """Raise if an observed site's batch is not scaled up to the N rows of data.
+
+    Args:
+        trace: a model trace run on the first batch.
+        dataset: the streamed data.
+    """
+    n, b = dataset.num_rows, dataset.batch_size
+    if n == b:
+        return
+    for site in trace.values():
+        if site["type"] != "sample" or not site.get("is_observed"):
+            continue
+        shape = np.shape(site["value"])
+        scale = site.get("scale")
+        scaled = scale is not None and bool(np.all(np.isclose(np.asarray(scale), n / b)))
+        if b in shape and not scaled:
+            raise ArgumentError(
+                "data",
+                f"the observed site '{site['name']}' has a minibatch of {b} rows but its log "
+                f"likelihood is scaled by {1.0 if scale is None else scale}, not N / B = "
+                f"{n}/{b}: the fit would weigh {b} rows as if they were all the data. Declare "
+                "the data plate with the full size and the batch size, e.g. "
+                "numpyro.plate('data', num_data, subsample_size=x.shape[0]), and pass "
+                f"num_data={n} to fit.",
+            )
+
+
+class Prefetcher:
+    """Gather the batches of the next chunk of steps on a background thread.
+
+    ``get(start, count, next_count)`` returns the stacked batches of steps
+    start..start+count-1 (placed on the devices by ``put``) and starts gathering the next
+    ``next_count`` steps at once, so the host reads data while the device computes.
+
+    Args:
+        dataset: the :class:`Dataset`.
+        length: the chunk length (static: shorter chunks are padded).
+        put: ``rows [length, B] -> device arrays`` (see
+            :func:`vi_ext.sharding.put_batches`).
+    """
+
+    def __init__(self, dataset: Dataset, length: int, put: Callable[[np.ndarray], Any]):
+        self.dataset, self.length, self.put = dataset, length, put
+        self._pending: tuple | None = None
+
+    def _load(self, start: int, count: int) -> Any:
+        out = self.put(self.dataset.chunk_rows(start, count, self.length))
+        self.dataset.release()
+        return out
+
+    def _gather(self, start: int, count: int, out: queue.Queue) -> None:
+        try:
+            out.put(self._load(start, count))
+        except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
+            out.put(e)
+
+    def get(self, start: int, count: int, next_count: int = 0) -> Any:
+        """The batches of steps start..start+count-1; prefetch the next ``next_count``."""
+        if self._pending is not None and self._pending[:2] == (start, count):
+            value = self._pending[2].get()
+        else:
+            self.close()
+            value = self._load(start, count)
+        self._pending = None
+        if isinstance(value, BaseException):
+            raise value
+        if next_count > 0:
+            out: queue.Queue = queue.Queue(maxsize=1)
+            threading.Thread(target=self._gather, args=(start + count, next_count, out),
+                             daemon=True).start()
+            self._pending = (start + count, next_count, out)
+        return value
+
+    def close(self) -> None:
+        """Wait for a pending gather (so no thread outlives the fit)."""
+        if self._pending is not None:
+            self._pending[2].get()
+            self._pending = None
