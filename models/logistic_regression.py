@@ -73,3 +73,47 @@ def split(seed: int = 0, test_fraction: float = 0.2) -> tuple[dict, dict]:
         {"X": standardize(X[train], X[train]), "y": y[train]},
         {"X": standardize(X[test], X[train]), "y": y[test]},
     )
+
+
+def generate(directory: str, num_rows: int, num_features: int = 100, seed: int = 0,
+             rows_per_write: int = 1_000_000) -> dict:
+    """Write a synthetic logistic-regression dataset as memory-mappable ``.npy`` files.
+
+    x_n ~ N(0, I_D) (float32), y_n ~ Bernoulli(sigmoid(alpha + x_n . beta)) (int8) with
+    alpha = 0.5 and beta_d ~ N(0, 9 / D) drawn once from ``seed``, so the logits have sd 3.
+    Rows are written ``rows_per_write`` at a time: memory stays flat in ``num_rows``. Files
+    that already exist with the right shape are kept.
+
+    Args:
+        directory: where to write ``X.npy`` and ``y.npy`` (created if needed).
+        num_rows: N.
+        num_features: D.
+        seed: the seed of the coefficients and the rows.
+        rows_per_write: rows generated and written per block.
+
+    Returns:
+        ``{"X": path, "y": path}``, ready for ``vx.fit(model, data=..., num_data=N)``.
+    """
+    import os
+
+    os.makedirs(directory, exist_ok=True)
+    paths = {"X": os.path.join(directory, "X.npy"), "y": os.path.join(directory, "y.npy")}
+    shapes = {"X": (num_rows, num_features), "y": (num_rows,)}
+    if all(os.path.exists(p) and np.load(p, mmap_mode="r").shape == shapes[k]
+           for k, p in paths.items()):
+        return paths
+    rng = np.random.default_rng(seed)
+    beta = rng.normal(0.0, 3.0 / np.sqrt(num_features), num_features).astype(np.float32)
+    X = np.lib.format.open_memmap(paths["X"] + ".tmp", "w+", np.float32, shapes["X"])
+    y = np.lib.format.open_memmap(paths["y"] + ".tmp", "w+", np.int8, shapes["y"])
+    for lo in range(0, num_rows, rows_per_write):
+        hi = min(num_rows, lo + rows_per_write)
+        x = rng.standard_normal((hi - lo, num_features), dtype=np.float32)
+        p = 1.0 / (1.0 + np.exp(-(0.5 + x @ beta)))
+        X[lo:hi], y[lo:hi] = x, rng.random(hi - lo) < p
+    X.flush()
+    y.flush()
+    del X, y
+    for k, p in paths.items():
+        os.replace(p + ".tmp", p)
+    return paths

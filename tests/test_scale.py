@@ -15,7 +15,7 @@ import pytest
 
 import vi_ext as vx
 from models import logistic_regression as lr
-from vi_ext.data import Prefetcher, as_dataset
+from vi_ext.data import NpyFile, Prefetcher, as_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,26 +57,38 @@ def test_every_row_once_per_epoch_and_the_order_is_reproducible(small):
     np.testing.assert_array_equal(in_order.rows(7), np.arange(32, 64))
 
 
-def test_the_prefetcher_hands_over_the_batches_asked_for_and_reraises():
+def test_the_prefetcher_hands_over_the_batches_asked_for():
     ds = as_dataset({"a": np.arange(40.0)}, 4, True, jax.random.PRNGKey(0))
+    calls = []
 
     def put(rows):
+        calls.append(rows)
         return {"a": ds.arrays["a"][rows]}
 
     p = Prefetcher(ds, 3, put)
-    first = p.get(0, 3, 2)                   # steps 0-2, and 3-4 start loading
-    second = p.get(3, 2, 0)                  # the prefetched ones
+    first = p.get(0, 3)
+    p.prepare(3, 2)                          # gathered now, handed over by the next get
+    second = p.get(3, 2)
+    assert len(calls) == 2
     np.testing.assert_array_equal(first["a"][2], ds.batch(2)["a"])
     np.testing.assert_array_equal(second["a"][:2], np.stack([ds.batch(3)["a"],
                                                              ds.batch(4)["a"]]))
     np.testing.assert_array_equal(second["a"][2], second["a"][1])   # padding
+    p.prepare(5, 3)
+    np.testing.assert_array_equal(p.get(4, 3)["a"][0], ds.batch(4)["a"])   # not the prepared
+    assert len(calls) == 4
 
-    def broken(rows):
-        raise OSError("disk gone")
 
-    p = Prefetcher(ds, 3, broken)
-    with pytest.raises(OSError, match="disk gone"):
-        p.get(0, 3, 3)
+def test_a_memory_mapped_file_bounds_the_pages_it_keeps_mapped(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((1000, 256), np.float32))   # 1 KiB rows
+    f = NpyFile(tmp_path / "a.npy", max_resident=100 * (1024 + 4096))
+    _ = f[np.arange(50)]
+    f.trim()
+    assert f._touched == 50 * (1024 + 4096)
+    _ = f[np.arange(60)]
+    f.trim()                                 # 110 rows may have mapped more than the bound
+    assert f._touched == 0
+    assert f[3].shape == (256,) and len(f) == 1000
 
 
 # ------------------------------------------------------------------ streamed fits

@@ -9,9 +9,9 @@ static shape jit needs. A resumed fit therefore sees the same batches as one nev
 
 Arrays may be NumPy arrays, anything ``np.asarray`` accepts, or paths to ``.npy`` files.
 A path is memory-mapped read-only (:class:`NpyFile`): only the rows of the batches being
-gathered are read, and the mapped pages are released after every chunk, so the process's
-memory does not grow with N. Gathering runs on a background thread (:class:`Prefetcher`)
-while the device computes the previous chunk of steps.
+gathered are read, and the mapped pages are released whenever they may exceed 256 MiB, so
+the process's memory does not grow with N. The host gathers the next chunk's rows while the
+device computes the current chunk (:class:`Prefetcher`).
 
 The model must scale the likelihood of a minibatch by N / B, as NumPyro's own subsampling
 does: declare the data plate with the full size and the batch size,
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import queue
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -44,14 +43,20 @@ class NpyFile:
 
     Behaves as the array for indexing (``f[rows]``), ``shape``, ``dtype`` and ``len``.
     :meth:`release` drops the pages this process has mapped (``madvise(MADV_DONTNEED)``);
-    the operating system keeps them in its page cache, outside the process.
+    the operating system keeps them in its page cache, outside the process. :meth:`trim`
+    releases them only once the rows read since the last release may have mapped more than
+    ``max_resident`` bytes: reading a page again after a release costs a page fault, which
+    halved the streaming throughput when every chunk released (benchmarks/scale.py).
 
     Args:
         path: a C-ordered ``.npy`` file.
+        max_resident: bytes of mapped pages to allow before :meth:`trim` releases them.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, max_resident: int = 256 * 2**20):
         self.path = os.fspath(path)
+        self.max_resident = int(max_resident)
+        self._touched = 0
         with open(self.path, "rb") as f:
             try:
                 version = np.lib.format.read_magic(f)
@@ -78,12 +83,23 @@ class NpyFile:
         return self.shape[0]
 
     def __getitem__(self, index):
-        return self.array[index]
+        out = self.array[index]
+        # an upper bound on the bytes of pages the read mapped: each row spans at most its
+        # own size plus one page
+        rows = out.shape[0] if out.ndim == self.ndim else 1
+        self._touched += rows * (self.array.itemsize * int(np.prod(self.shape[1:])) + 4096)
+        return out
 
     def release(self) -> None:
         """Drop this process's mapping of the pages read so far (the data stay on disk)."""
         if hasattr(mmap, "MADV_DONTNEED"):
             self._mmap.madvise(mmap.MADV_DONTNEED)
+        self._touched = 0
+
+    def trim(self) -> None:
+        """:meth:`release` if the reads since the last release may exceed ``max_resident``."""
+        if self._touched > self.max_resident:
+            self.release()
 
     def __repr__(self) -> str:
         return f"NpyFile({self.path!r}, shape={self.shape}, dtype={self.dtype})"
@@ -133,11 +149,11 @@ class Dataset(NamedTuple):
         per_step += [per_step[-1]] * (length - count)
         return np.stack(per_step)
 
-    def release(self) -> None:
-        """Release the mapped pages of memory-mapped files (see :meth:`NpyFile.release`)."""
+    def trim(self) -> None:
+        """Bound the mapped pages of memory-mapped files (see :meth:`NpyFile.trim`)."""
         for a in self.arrays.values():
             if isinstance(a, NpyFile):
-                a.release()
+                a.trim()
 
 
 _ORDER_CACHE: dict = {}
@@ -247,11 +263,14 @@ def check_scaled(trace: Mapping[str, dict], dataset: Dataset) -> None:
 
 
 class Prefetcher:
-    """Gather the batches of the next chunk of steps on a background thread.
+    """Gather the batches of the next chunk of steps while the device computes this one.
 
-    ``get(start, count, next_count)`` returns the stacked batches of steps
-    start..start+count-1 (placed on the devices by ``put``) and starts gathering the next
-    ``next_count`` steps at once, so the host reads data while the device computes.
+    The fit loop calls :meth:`get` for the chunk it is about to run, dispatches the chunk
+    (JAX dispatch is asynchronous: the call returns while the device computes), then calls
+    :meth:`prepare` for the following chunk, which gathers its rows on the host during the
+    device's computation. Gathering on the main thread, after dispatch, measured faster on
+    2 cores than a background thread: the thread competed with the device's own threads for
+    the cores and with the main thread for the GIL (docs/design.md).
 
     Args:
         dataset: the :class:`Dataset`.
@@ -262,38 +281,20 @@ class Prefetcher:
 
     def __init__(self, dataset: Dataset, length: int, put: Callable[[np.ndarray], Any]):
         self.dataset, self.length, self.put = dataset, length, put
-        self._pending: tuple | None = None
+        self._ready: tuple | None = None
 
     def _load(self, start: int, count: int) -> Any:
         out = self.put(self.dataset.chunk_rows(start, count, self.length))
-        self.dataset.release()
+        self.dataset.trim()
         return out
 
-    def _gather(self, start: int, count: int, out: queue.Queue) -> None:
-        try:
-            out.put(self._load(start, count))
-        except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
-            out.put(e)
+    def prepare(self, start: int, count: int) -> None:
+        """Gather steps start..start+count-1 now, for a later :meth:`get`."""
+        self._ready = (start, count, self._load(start, count))
 
-    def get(self, start: int, count: int, next_count: int = 0) -> Any:
-        """The batches of steps start..start+count-1; prefetch the next ``next_count``."""
-        if self._pending is not None and self._pending[:2] == (start, count):
-            value = self._pending[2].get()
-        else:
-            self.close()
-            value = self._load(start, count)
-        self._pending = None
-        if isinstance(value, BaseException):
-            raise value
-        if next_count > 0:
-            out: queue.Queue = queue.Queue(maxsize=1)
-            threading.Thread(target=self._gather, args=(start + count, next_count, out),
-                             daemon=True).start()
-            self._pending = (start + count, next_count, out)
-        return value
-
-    def close(self) -> None:
-        """Wait for a pending gather (so no thread outlives the fit)."""
-        if self._pending is not None:
-            self._pending[2].get()
-            self._pending = None
+    def get(self, start: int, count: int) -> Any:
+        """The batches of steps start..start+count-1 (prepared ones if they match)."""
+        ready, self._ready = self._ready, None
+        if ready is not None and ready[:2] == (start, count):
+            return ready[2]
+        return self._load(start, count)

@@ -587,9 +587,10 @@ def fit(
             if prefetch is None:
                 new_state, chunk_losses = run_chunk(state, active)
             else:
-                following = chunk_steps(done + n) if done + n < num_steps else 0
-                batches = prefetch.get(done, n, following)
-                new_state, chunk_losses = run_chunk(state, active, batches)
+                new_state, chunk_losses = run_chunk(state, active, prefetch.get(done, n))
+                if done + n < num_steps:
+                    # the host gathers the next chunk's rows while the device computes
+                    prefetch.prepare(done + n, chunk_steps(done + n))
             taken = int(new_state.step) - done
             chunk_losses = np.asarray(chunk_losses)[:taken]
             losses[done : done + taken] = chunk_losses
@@ -627,8 +628,6 @@ def fit(
                     break
     finally:
         bar.close()
-        if prefetch is not None:
-            prefetch.close()
     seconds = time.perf_counter() - t0
 
     num_rejected = int(state.num_rejected)

@@ -1,0 +1,233 @@
+"""Scale: minibatch throughput and peak memory against the dataset size, and simulated devices.
+
+Bayesian logistic regression (models/logistic_regression.py: alpha ~ N(0, 5), beta ~ N(0, I))
+on generated data of N rows x 100 features (float32, memory-mapped .npy files written by
+``logistic_regression.generate``), N = 1e5, 1e6, 1e7 (the largest file is 4 GB). Every
+method fits AutoNormal with Adam(1e-2), one particle, batches of B = 1024 rows, and runs in
+its own process (so that its peak memory is its own):
+
+- ``vi_ext``: ``vx.fit(model, data={"X": path, "y": path}, batch_size=B, num_data=N)``: rows
+  streamed from the memory-mapped files by a background thread, 25 steps per compiled chunk;
+- ``numpyro_plate``: NumPyro's SVI with the data in memory (``np.load`` of the files) and
+  ``plate("data", N, subsample_size=B)`` drawing the rows inside the compiled step, steps run
+  in a jit-compiled ``lax.scan`` of 25 (as ``SVI.run`` does), data passed as arguments;
+- ``numpyro_loop``: the usual hand-written NumPyro loop over host minibatches: a jitted
+  ``svi.update(state, X[rows], y[rows], N)`` per step, rows gathered from the memory-mapped
+  files with the same shuffled order.
+
+Measures, per run: throughput in examples per second (B x steps / seconds) over the steady
+state (compilation and the first chunk excluded; chunks run until ``--seconds`` have
+passed), and the process's peak resident memory (``ru_maxrss``, which also counts the
+file-backed pages a process maps) together with the same figure just before the data are
+first touched (the baseline: Python, JAX and the compiled programs).
+
+Devices: vi_ext at N = 1e6 with ``devices=1, 2, 4`` simulated CPU devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=4``). The simulated devices share this
+machine's 2 cores, so they show that the sharded program runs and what it costs, not a
+speed-up.
+
+Medians over ``--repeats`` runs. **Targets: throughput at least NumPyro's; memory flat in N;
+a sharded step that compiles to one program, with no host round trip per device.**
+
+Run from the repository root: ``python benchmarks/scale.py [--quick]``. The data go to
+``--data-dir`` (default /tmp/vi_ext_scale; 4.4 GB at full size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+BATCH = 1024
+CHUNK = 25
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _numpyro_model(N, B):
+    import jax.numpy as jnp
+    import numpyro
+    import numpyro.distributions as dist
+
+    def model(X, y):
+        d = X.shape[1]
+        alpha = numpyro.sample("alpha", dist.Normal(0.0, 5.0))
+        beta = numpyro.sample("beta", dist.Normal(jnp.zeros(d), 1.0).to_event(1))
+        with numpyro.plate("data", N, subsample_size=B) as ind:
+            numpyro.sample("y", dist.Bernoulli(logits=alpha + X[ind] @ beta), obs=y[ind])
+
+    return model
+
+
+def worker(cfg: dict) -> dict:
+    """One run in this process: ``cfg`` has method, paths, N, seconds, devices, seed."""
+    import jax
+    import numpy as np
+    import optax
+
+    import vi_ext as vx
+    from models import logistic_regression as lr
+
+    paths, N, seconds, seed = cfg["paths"], cfg["N"], cfg["seconds"], cfg["seed"]
+    times: list[float] = []
+    out: dict = {}
+    if cfg["method"] == "vi_ext":
+        def cb(step, state, loss):
+            times.append(time.perf_counter())
+            return times[-1] - times[1] > seconds if len(times) > 1 else False
+
+        baseline = _peak_mib()
+        kw = dict(data=paths, batch_size=BATCH, num_data=N, progress=False, key=seed,
+                  optimizer=optax.adam(1e-2), chunk_size=CHUNK, callbacks=[cb],
+                  callback_every=CHUNK, devices=cfg.get("devices"))
+        res = vx.fit(lr.model, num_steps=200_000, **kw)
+        steps = CHUNK * (len(times) - 2)
+        out["throughput"] = BATCH * steps / (times[-1] - times[1])
+        out["final_loss"] = float(np.nanmean(res.losses[-CHUNK:]))
+        if cfg.get("devices"):
+            from vi_ext.fit import build
+            from vi_ext.sharding import put_batches
+
+            f = build(lr.model, data=paths, batch_size=BATCH, num_data=N,
+                      devices=cfg["devices"])
+            b = put_batches(f.dataset.arrays, f.dataset.chunk_rows(0, CHUNK, CHUNK), f.mesh)
+            hlo = f.run_chunk.lower(f.init_state, jax.numpy.ones(CHUNK, bool),
+                                    b).compile().as_text()
+            out["compiled"] = {
+                "num_partitions": int((re.findall(r"num_partitions=(\d+)", hlo) or [1])[0]),
+                "collectives": sorted(set(re.findall(
+                    r"(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)",
+                    hlo))),
+                "programs": 1,
+            }
+    else:
+        from numpyro.infer import SVI, Trace_ELBO
+        from numpyro.infer.autoguide import AutoNormal
+
+        if cfg["method"] == "numpyro_plate":
+            baseline = _peak_mib()
+            X = jax.numpy.asarray(np.load(paths["X"]))
+            y = jax.numpy.asarray(np.load(paths["y"]))
+            model = _numpyro_model(N, BATCH)
+            svi = SVI(model, AutoNormal(model), optax.adam(1e-2), Trace_ELBO())
+            state = svi.init(jax.random.PRNGKey(seed), X, y)
+
+            @jax.jit
+            def run(state, X, y):
+                return jax.lax.scan(lambda s, _: svi.update(s, X, y), state, None,
+                                    length=CHUNK)
+
+            while len(times) < 2 or times[-1] - times[1] <= seconds:
+                state, losses = run(state, X, y)
+                losses.block_until_ready()
+                times.append(time.perf_counter())
+            out["final_loss"] = float(np.mean(np.asarray(losses)))
+        else:
+            from vi_ext.data import NpyFile, as_dataset
+
+            baseline = _peak_mib()
+            Xm, ym = NpyFile(paths["X"]), NpyFile(paths["y"])
+            ds = as_dataset({"X": Xm, "y": ym}, BATCH, True, jax.random.PRNGKey(seed))
+            model = lr.model
+            svi = SVI(model, AutoNormal(model), optax.adam(1e-2), Trace_ELBO())
+            b0 = ds.batch(0)
+            state = svi.init(jax.random.PRNGKey(seed), b0["X"], b0["y"], N)
+            update = jax.jit(svi.update, static_argnums=3)
+            t = 0
+            while len(times) < 2 or times[-1] - times[1] <= seconds:
+                for _ in range(CHUNK):
+                    b = ds.batch(t)
+                    state, loss = update(state, b["X"], b["y"], N)
+                    t += 1
+                loss.block_until_ready()
+                times.append(time.perf_counter())
+            out["final_loss"] = float(loss)
+        steps = CHUNK * (len(times) - 2)
+        out["throughput"] = BATCH * steps / (times[-1] - times[1])
+    out.update(peak_mib=_peak_mib(), baseline_mib=baseline, steps_timed=steps)
+    return out
+
+
+def run_worker(cfg: dict, devices: int = 1) -> dict:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+    if devices > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)], env=env,
+                          capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {cfg} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--data-dir", default="/tmp/vi_ext_scale")
+    p.add_argument("--worker", default=None)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+
+    import numpy as np
+
+    from benchmarks._report import environment, write
+    from models import logistic_regression as lr
+
+    sizes = [10**4, 10**5] if args.quick else [10**5, 10**6, 10**7]
+    repeats = 1 if args.quick else args.repeats
+    seconds = 1.0 if args.quick else args.seconds
+    methods = ["vi_ext", "numpyro_plate", "numpyro_loop"]
+    results: dict = {"sizes": {}, "devices": {}}
+    for N in sizes:
+        t = time.perf_counter()
+        paths = lr.generate(os.path.join(args.data_dir, str(N)), N)
+        print(f"N={N}: data ready in {time.perf_counter() - t:.1f} s", flush=True)
+        runs: dict = {m: [] for m in methods}
+        for r in range(repeats):  # interleaved: each repeat runs every method once
+            for m in methods:
+                cfg = {"method": m, "paths": paths, "N": N, "seconds": seconds, "seed": r}
+                runs[m].append(run_worker(cfg))
+                print(N, m, runs[m][-1], flush=True)
+        row = {}
+        for m in methods:
+            row[m] = {k: float(np.median([x[k] for x in runs[m]]))
+                      for k in ("throughput", "peak_mib", "baseline_mib")}
+            row[m]["runs"] = runs[m]
+        for m in methods[1:]:
+            row[f"throughput_ratio_vs_{m}"] = row["vi_ext"]["throughput"] / row[m]["throughput"]
+        results["sizes"][str(N)] = row
+    N = sizes[1]
+    paths = lr.generate(os.path.join(args.data_dir, str(N)), N)
+    for d in (1, 2, 4):
+        runs = []
+        for r in range(repeats):
+            cfg = {"method": "vi_ext", "paths": paths, "N": N, "seconds": seconds, "seed": r,
+                   "devices": d}
+            runs.append(run_worker(cfg, devices=d))
+            print("devices", d, runs[-1], flush=True)
+        results["devices"][str(d)] = {
+            "throughput": float(np.median([x["throughput"] for x in runs])),
+            "compiled": runs[-1].get("compiled"), "runs": runs}
+    results["environment"] = environment(quick=args.quick, batch_size=BATCH, chunk=CHUNK,
+                                         repeats=repeats, seconds=seconds)
+    write(os.path.join(ROOT, "benchmarks", "results", "scale.json"), results)
+    print(json.dumps({N: {m: (v["vi_ext"]["throughput"], v[m]["throughput"])
+                          for m in methods[1:]} for N, v in results["sizes"].items()}))
+
+
+if __name__ == "__main__":
+    main()
