@@ -15,7 +15,7 @@ import pytest
 
 import vi_ext as vx
 from models import logistic_regression as lr
-from vi_ext.data import NpyFile, Prefetcher, as_dataset
+from vi_ext.data import Prefetcher, as_dataset, open_npy, permute, round_keys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,16 +79,25 @@ def test_the_prefetcher_hands_over_the_batches_asked_for():
     assert len(calls) == 4
 
 
-def test_a_memory_mapped_file_bounds_the_pages_it_keeps_mapped(tmp_path):
-    np.save(tmp_path / "a.npy", np.zeros((1000, 256), np.float32))   # 1 KiB rows
-    f = NpyFile(tmp_path / "a.npy", max_resident=100 * (1024 + 4096))
-    _ = f[np.arange(50)]
-    f.trim()
-    assert f._touched == 50 * (1024 + 4096)
-    _ = f[np.arange(60)]
-    f.trim()                                 # 110 rows may have mapped more than the bound
-    assert f._touched == 0
-    assert f[3].shape == (256,) and len(f) == 1000
+@pytest.mark.parametrize("n", [1, 2, 7, 200, 4097])
+def test_the_computed_epoch_order_is_a_permutation(n):
+    keys = round_keys((1, 2), 0)
+    order = permute(np.arange(n), n, keys)
+    np.testing.assert_array_equal(np.sort(order), np.arange(n))
+    if n >= 200:
+        assert not np.array_equal(order, np.arange(n))
+        assert not np.array_equal(order, permute(np.arange(n), n, round_keys((1, 2), 1)))
+        # a batch's rows, computed alone, are those of the whole order
+        np.testing.assert_array_equal(permute(np.arange(50, 90), n, keys), order[50:90])
+
+
+def test_a_fortran_ordered_or_non_array_file_is_refused(tmp_path):
+    np.save(tmp_path / "f.npy", np.asfortranarray(np.zeros((10, 3))))
+    with pytest.raises(vx.ArgumentError, match="Fortran"):
+        open_npy(tmp_path / "f.npy")
+    np.savez(tmp_path / "z.npz", a=np.zeros(3))
+    with pytest.raises(vx.ArgumentError, match="not a .npy"):
+        open_npy(tmp_path / "z.npz")
 
 
 # ------------------------------------------------------------------ streamed fits

@@ -7,11 +7,14 @@ the order of a permutation drawn from (key, e) (or in file order with ``shuffle=
 and the last N mod B rows of each order are left out of that epoch, so every batch has the
 static shape jit needs. A resumed fit therefore sees the same batches as one never stopped.
 
-Arrays may be NumPy arrays, anything ``np.asarray`` accepts, or paths to ``.npy`` files.
-A path is memory-mapped read-only (:class:`NpyFile`): only the rows of the batches being
-gathered are read, and the mapped pages are released whenever they may exceed 256 MiB, so
-the process's memory does not grow with N. The host gathers the next chunk's rows while the
-device computes the current chunk (:class:`Prefetcher`).
+Arrays may be NumPy arrays, anything ``np.asarray`` accepts, or paths to ``.npy`` files,
+which are memory-mapped read-only (``np.load(mmap_mode="r")``): only the rows of the
+batches are read. Epoch orders are computed, not stored: a keyed Feistel permutation of
+[0, N) (:func:`permute`) maps a batch's positions to rows in O(B) time and memory, so the
+process's own memory does not grow with N. (The pages a memory map reads are the kernel's
+page cache: they count in the process's resident size while mapped, but are shared, clean,
+and dropped by the kernel under memory pressure.) The host gathers the next chunk's rows
+while the device computes the current chunk (:class:`Prefetcher`).
 
 The model must scale the likelihood of a minibatch by N / B, as NumPyro's own subsampling
 does: declare the data plate with the full size and the batch size,
@@ -24,9 +27,7 @@ Reference: the minibatch ELBO of stochastic variational inference, Hoffman et al
 
 from __future__ import annotations
 
-import mmap
 import os
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -38,82 +39,34 @@ from numpyro.primitives import Messenger
 from vi_ext.errors import ArgumentError
 
 
-class NpyFile:
-    """A read-only memory map of a ``.npy`` file whose pages can be released.
+def open_npy(path: str | os.PathLike) -> np.ndarray:
+    """A ``.npy`` file, memory-mapped read-only, checked for streaming.
 
-    Behaves as the array for indexing (``f[rows]``), ``shape``, ``dtype`` and ``len``.
-    :meth:`release` drops the pages this process has mapped (``madvise(MADV_DONTNEED)``);
-    the operating system keeps them in its page cache, outside the process. :meth:`trim`
-    releases them only once the rows read since the last release may have mapped more than
-    ``max_resident`` bytes: reading a page again after a release costs a page fault, which
-    halved the streaming throughput when every chunk released (benchmarks/scale.py).
-
-    Args:
-        path: a C-ordered ``.npy`` file.
-        max_resident: bytes of mapped pages to allow before :meth:`trim` releases them.
+    Raises:
+        ArgumentError: the file is not a ``.npy`` array of numbers with contiguous rows.
     """
-
-    def __init__(self, path: str | os.PathLike, max_resident: int = 256 * 2**20):
-        self.path = os.fspath(path)
-        self.max_resident = int(max_resident)
-        self._touched = 0
-        with open(self.path, "rb") as f:
-            try:
-                version = np.lib.format.read_magic(f)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = read_header(f)
-            except ValueError as e:
-                raise ArgumentError("data", f"{self.path!r} is not a .npy file: {e}") from None
-            offset = f.tell()
-            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        if fortran and len(shape) > 1:
-            raise ArgumentError("data", f"{self.path!r} is Fortran-ordered; rows must be "
-                                "contiguous: save it with np.save(path, np.ascontiguousarray(a)).")
-        if dtype.hasobject:
-            raise ArgumentError("data", f"{self.path!r} holds Python objects, not numbers.")
-        self.array = np.frombuffer(self._mmap, dtype=dtype, count=int(np.prod(shape)),
-                                   offset=offset).reshape(shape)
-
-    shape = property(lambda self: self.array.shape)
-    dtype = property(lambda self: self.array.dtype)
-    ndim = property(lambda self: self.array.ndim)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, index):
-        out = self.array[index]
-        # an upper bound on the bytes of pages the read mapped: each row spans at most its
-        # own size plus one page
-        rows = out.shape[0] if out.ndim == self.ndim else 1
-        self._touched += rows * (self.array.itemsize * int(np.prod(self.shape[1:])) + 4096)
-        return out
-
-    def release(self) -> None:
-        """Drop this process's mapping of the pages read so far (the data stay on disk)."""
-        if hasattr(mmap, "MADV_DONTNEED"):
-            self._mmap.madvise(mmap.MADV_DONTNEED)
-        self._touched = 0
-
-    def trim(self) -> None:
-        """:meth:`release` if the reads since the last release may exceed ``max_resident``."""
-        if self._touched > self.max_resident:
-            self.release()
-
-    def __repr__(self) -> str:
-        return f"NpyFile({self.path!r}, shape={self.shape}, dtype={self.dtype})"
+    path = os.fspath(path)
+    try:
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise ArgumentError("data", f"{path!r} is not a .npy file: {e}") from None
+    if not isinstance(a, np.ndarray):
+        raise ArgumentError("data", f"{path!r} is not a .npy file (an .npz archive?).")
+    if a.ndim > 1 and not a.flags.c_contiguous:
+        raise ArgumentError("data", f"{path!r} is Fortran-ordered; rows must be contiguous: "
+                            "save it with np.save(path, np.ascontiguousarray(a)).")
+    return a
 
 
 class Dataset(NamedTuple):
     """Named arrays with a common number of rows, streamed in minibatches.
 
     Attributes:
-        arrays: name -> array (NumPy array or :class:`NpyFile`), rows on the first axis.
+        arrays: name -> array (NumPy array or read-only memory map), rows on the first axis.
         num_rows: N, the common length.
         batch_size: B, rows per step (1 <= B <= N).
         shuffle: reshuffle the rows every epoch (False: file order).
-        seed: two uint32 words from which every epoch's permutation is drawn.
+        seed: two uint32 words from which every epoch's permutation is derived.
     """
 
     arrays: dict
@@ -130,10 +83,10 @@ class Dataset(NamedTuple):
     def rows(self, step: int) -> np.ndarray:
         """The row indices of step ``step`` (sorted: a sum over rows ignores their order)."""
         epoch, position = divmod(int(step), self.steps_per_epoch)
-        lo = position * self.batch_size
+        positions = np.arange(position * self.batch_size, (position + 1) * self.batch_size)
         if not self.shuffle:
-            return np.arange(lo, lo + self.batch_size)
-        return np.sort(epoch_order(self.seed, epoch, self.num_rows)[lo:lo + self.batch_size])
+            return positions
+        return np.sort(permute(positions, self.num_rows, round_keys(self.seed, epoch)))
 
     def batch(self, step: int) -> dict:
         """The minibatch of step ``step``: name -> array with B rows."""
@@ -149,28 +102,50 @@ class Dataset(NamedTuple):
         per_step += [per_step[-1]] * (length - count)
         return np.stack(per_step)
 
-    def trim(self) -> None:
-        """Bound the mapped pages of memory-mapped files (see :meth:`NpyFile.trim`)."""
-        for a in self.arrays.values():
-            if isinstance(a, NpyFile):
-                a.trim()
+def round_keys(seed: tuple, epoch: int, rounds: int = 4) -> np.ndarray:
+    """The round keys of epoch ``epoch``'s permutation (uint64, from PCG64 on seed, epoch)."""
+    rng = np.random.Generator(np.random.PCG64([*seed, int(epoch)]))
+    return rng.integers(0, 2**64, size=rounds, dtype=np.uint64)
 
 
-_ORDER_CACHE: dict = {}
-_ORDER_LOCK = threading.Lock()
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer: a bijective avalanche of uint64 words (Steele et al., 2014)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
-def epoch_order(seed: tuple, epoch: int, n: int) -> np.ndarray:
-    """The permutation of range(n) that epoch ``epoch`` visits (the last two are cached)."""
-    cache_key = (seed, n, int(epoch))
-    with _ORDER_LOCK:
-        hit = _ORDER_CACHE.get(cache_key)
-        if hit is None:
-            hit = np.random.Generator(np.random.PCG64([*seed, int(epoch)])).permutation(n)
-            _ORDER_CACHE[cache_key] = hit
-            while len(_ORDER_CACHE) > 2:
-                _ORDER_CACHE.pop(next(iter(_ORDER_CACHE)))
-    return hit
+def _feistel(x: np.ndarray, keys: np.ndarray, half: int) -> np.ndarray:
+    mask = np.uint64((1 << half) - 1)
+    left, right = x >> np.uint64(half), x & mask
+    for k in keys:
+        left, right = right, left ^ (_mix(right ^ k) & mask)
+    return (left << np.uint64(half)) | right
+
+
+def permute(positions: np.ndarray, n: int, keys: np.ndarray) -> np.ndarray:
+    """pi(positions) for a keyed pseudo-random permutation pi of [0, n), without storing it.
+
+    A balanced Feistel network on 2h bits (2^(2h) >= n; SplitMix64 rounds) permutes
+    [0, 2^(2h)); cycle walking (applying it again while the value is >= n) restricts it to a
+    permutation of [0, n), with fewer than 4 applications on average. O(len(positions)) time
+    and memory, whatever n: an epoch's order over 10^9 rows costs nothing to keep.
+
+    Reference: Black & Rogaway, "Ciphers with arbitrary finite domains", CT-RSA 2002.
+
+    Args:
+        positions: integers in [0, n).
+        n: the domain size.
+        keys: the round keys (:func:`round_keys`).
+    """
+    half = max(1, (max(int(n) - 1, 1).bit_length() + 1) // 2)
+    with np.errstate(over="ignore"):
+        y = _feistel(np.asarray(positions, dtype=np.uint64), keys, half)
+        out = y >= n
+        while out.any():
+            y[out] = _feistel(y[out], keys, half)
+            out = y >= n
+    return y.astype(np.int64)
 
 
 def as_dataset(data: Mapping[str, Any], batch_size: Any, shuffle: Any,
@@ -186,8 +161,8 @@ def as_dataset(data: Mapping[str, Any], batch_size: Any, shuffle: Any,
         if isinstance(value, (str, os.PathLike)):
             if not os.path.exists(value):
                 raise ArgumentError("data", f"data[{name!r}]: no file {os.fspath(value)!r}.")
-            value = NpyFile(value)
-        elif not isinstance(value, (np.ndarray, NpyFile)):
+            value = open_npy(value)
+        elif not isinstance(value, np.ndarray):
             try:
                 value = np.asarray(value)
             except Exception as e:  # noqa: BLE001 - reported with the key
@@ -284,9 +259,7 @@ class Prefetcher:
         self._ready: tuple | None = None
 
     def _load(self, start: int, count: int) -> Any:
-        out = self.put(self.dataset.chunk_rows(start, count, self.length))
-        self.dataset.trim()
-        return out
+        return self.put(self.dataset.chunk_rows(start, count, self.length))
 
     def prepare(self, start: int, count: int) -> None:
         """Gather steps start..start+count-1 now, for a later :meth:`get`."""

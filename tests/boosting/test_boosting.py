@@ -105,6 +105,13 @@ def test_bad_arguments():
         vx.boosting.boost(eight_schools.model, step_size="huge", **eight_schools.data())
     with pytest.raises(vx.ArgumentError, match="num_components"):
         vx.boosting.boost(eight_schools.model, num_components=0, **eight_schools.data())
+    S = vx.boosting.Settings
+    for bad, field in ((S(anchor=-0.1), "anchor"), (S(tau=0.5), "tau"), (S(eta=0.0), "eta"),
+                       (S(relbo_steps=0), "relbo_steps"), (S(defensive_weight=1.0),
+                                                           "defensive_weight"),
+                       (S(first_learning_rate="fast"), "first_learning_rate")):
+        with pytest.raises(vx.ArgumentError, match=f"'settings'.*settings.{field}"):
+            vx.boosting.boost(eight_schools.model, settings=bad, **eight_schools.data())
 
     def discrete():
         numpyro.sample("c", dist.Bernoulli(0.3))

@@ -104,6 +104,34 @@ class Settings(NamedTuple):
     init_window: float = 5.0
 
 
+#: Settings fields -> (test, what is expected); checked before anything is compiled
+_SETTINGS_RULES = {
+    **{f: (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an int >= 1")
+       for f in ("first_steps", "relbo_steps", "relbo_samples", "num_samples", "max_tries",
+                 "candidates")},
+    **{f: (lambda v: v > 0, "a number > 0")
+       for f in ("first_learning_rate", "relbo_learning_rate", "defensive_width",
+                 "init_window")},
+    "defensive_weight": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "eta": (lambda v: 0 < v <= 1, "a number in (0, 1] (the curvature's decrease)"),
+    "tau": (lambda v: v > 1, "a number > 1 (the curvature's increase)"),
+    "anchor": (lambda v: 0 <= v < 1, "a number in [0, 1) (0: the paper's AdaFW)"),
+}
+
+
+def _check_settings(settings: Settings) -> None:
+    if not isinstance(settings, Settings):
+        raise ArgumentError("settings", f"expected vx.boosting.Settings(...), got {settings!r}.")
+    for name, (ok, expected) in _SETTINGS_RULES.items():
+        value = getattr(settings, name)
+        try:
+            good = bool(ok(value))
+        except TypeError:
+            good = False
+        if not good:
+            raise ArgumentError("settings", f"settings.{name} must be {expected}, got {value!r}.")
+
+
 class BoostedMixture(NamedTuple):
     """Ask :func:`vi_ext.fit` for a boosted mixture: ``vx.fit(model, guide=BoostedMixture())``.
 
@@ -395,6 +423,7 @@ def boost(
         a :class:`BoostResult`.
     """
     settings = settings or Settings()
+    _check_settings(settings)
     if step_size not in STEP_SIZES:
         raise ArgumentError("step_size", f"expected one of {STEP_SIZES}, got {step_size!r}.")
     if variant not in VARIANTS:
