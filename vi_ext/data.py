@@ -82,11 +82,7 @@ class Dataset(NamedTuple):
 
     def rows(self, step: int) -> np.ndarray:
         """The row indices of step ``step`` (sorted: a sum over rows ignores their order)."""
-        epoch, position = divmod(int(step), self.steps_per_epoch)
-        positions = np.arange(position * self.batch_size, (position + 1) * self.batch_size)
-        if not self.shuffle:
-            return positions
-        return np.sort(permute(positions, self.num_rows, round_keys(self.seed, epoch)))
+        return self.chunk_rows(step, 1, 1)[0]
 
     def batch(self, step: int) -> dict:
         """The minibatch of step ``step``: name -> array with B rows."""
@@ -97,10 +93,20 @@ class Dataset(NamedTuple):
         """Row indices of steps start .. start+count-1, stacked: ``[length, B]``.
 
         Slots count .. length-1 (padding for a chunk's static length) repeat the last step.
+        The whole chunk is permuted in one vectorized call per epoch it spans.
         """
-        per_step = [self.rows(start + i) for i in range(count)]
-        per_step += [per_step[-1]] * (length - count)
-        return np.stack(per_step)
+        epochs, place = np.divmod(np.arange(start, start + count), self.steps_per_epoch)
+        rows = place[:, None] * self.batch_size + np.arange(self.batch_size)
+        if self.shuffle:
+            for e in np.unique(epochs):
+                at = epochs == e
+                rows[at] = permute(rows[at].ravel(), self.num_rows,
+                                   round_keys(self.seed, int(e))).reshape(-1, self.batch_size)
+            rows.sort(axis=1)
+        if length > count:
+            rows = np.concatenate([rows, np.repeat(rows[-1:], length - count, axis=0)])
+        return rows
+
 
 def round_keys(seed: tuple, epoch: int, rounds: int = 4) -> np.ndarray:
     """The round keys of epoch ``epoch``'s permutation (uint64, from PCG64 on seed, epoch)."""
@@ -108,19 +114,23 @@ def round_keys(seed: tuple, epoch: int, rounds: int = 4) -> np.ndarray:
     return rng.integers(0, 2**64, size=rounds, dtype=np.uint64)
 
 
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_C1, _C2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+
 def _mix(x: np.ndarray) -> np.ndarray:
     """SplitMix64's finalizer: a bijective avalanche of uint64 words (Steele et al., 2014)."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    x = (x ^ (x >> _S30)) * _C1
+    x = (x ^ (x >> _S27)) * _C2
+    return x ^ (x >> _S31)
 
 
 def _feistel(x: np.ndarray, keys: np.ndarray, half: int) -> np.ndarray:
-    mask = np.uint64((1 << half) - 1)
-    left, right = x >> np.uint64(half), x & mask
+    shift, mask = np.uint64(half), np.uint64((1 << half) - 1)
+    left, right = x >> shift, x & mask
     for k in keys:
         left, right = right, left ^ (_mix(right ^ k) & mask)
-    return (left << np.uint64(half)) | right
+    return (left << shift) | right
 
 
 def permute(positions: np.ndarray, n: int, keys: np.ndarray) -> np.ndarray:
