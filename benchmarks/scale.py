@@ -12,8 +12,8 @@ its own process (so that its peak memory is its own):
   ``plate("data", N, subsample_size=B)`` drawing the rows inside the compiled step, steps run
   in a jit-compiled ``lax.scan`` of 25 (as ``SVI.run`` does), data passed as arguments;
 - ``numpyro_loop``: the usual hand-written NumPyro loop over host minibatches: a jitted
-  ``svi.update(state, X[rows], y[rows], N)`` per step, rows gathered from the memory-mapped
-  files with the same shuffled order.
+  ``svi.update(state, X[rows], y[rows], N)`` per step, rows taken from a stored
+  ``rng.permutation(N)`` per epoch and gathered from the memory-mapped files.
 
 Measures, per run: throughput in examples per second (B x steps / seconds) over the steady
 state (compilation and the first chunk excluded; chunks run until ``--seconds`` have
@@ -172,21 +172,21 @@ def worker(cfg: dict) -> dict:
                 times.append(time.perf_counter())
             out["final_loss"] = float(np.mean(np.asarray(losses)))
         else:
-            from vi_ext.data import as_dataset, open_npy
-
             baseline = _peak_mib()
-            Xm, ym = open_npy(paths["X"]), open_npy(paths["y"])
-            ds = as_dataset({"X": Xm, "y": ym}, BATCH, True, jax.random.PRNGKey(seed))
+            Xm, ym = np.load(paths["X"], mmap_mode="r"), np.load(paths["y"], mmap_mode="r")
+            rng = np.random.default_rng(seed)
+            per_epoch = N // BATCH
             model = lr.model
             svi = SVI(model, AutoNormal(model), optax.adam(1e-2), Trace_ELBO())
-            b0 = ds.batch(0)
-            state = svi.init(jax.random.PRNGKey(seed), b0["X"], b0["y"], N)
+            state = svi.init(jax.random.PRNGKey(seed), Xm[:BATCH], ym[:BATCH], N)
             update = jax.jit(svi.update, static_argnums=3)
             t = 0
             while len(times) < 2 or times[-1] - times[1] <= seconds:
                 for _ in range(CHUNK):
-                    b = ds.batch(t)
-                    state, loss = update(state, b["X"], b["y"], N)
+                    if t % per_epoch == 0:
+                        perm = rng.permutation(N)
+                    rows = np.sort(perm[(t % per_epoch) * BATCH:(t % per_epoch + 1) * BATCH])
+                    state, loss = update(state, Xm[rows], ym[rows], N)
                     t += 1
                 loss.block_until_ready()
                 times.append(time.perf_counter())
@@ -216,6 +216,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--data-dir", default="/tmp/vi_ext_scale")
     p.add_argument("--worker", default=None)
+    p.add_argument("--only", default=None,
+                   help="re-run one method on every size and merge it into the results")
     args = p.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -231,18 +233,23 @@ def main() -> None:
     seconds = 1.0 if args.quick else args.seconds
     methods = ["vi_ext", "numpyro_plate", "numpyro_loop"]
     results: dict = {"sizes": {}, "devices": {}}
+    out_path = os.path.join(ROOT, "benchmarks", "results", "scale.json")
+    if args.only:
+        with open(out_path) as f:
+            results = json.load(f)
+    run_methods = [args.only] if args.only else methods
     for N in sizes:
         t = time.perf_counter()
         paths = lr.generate(os.path.join(args.data_dir, str(N)), N)
         print(f"N={N}: data ready in {time.perf_counter() - t:.1f} s", flush=True)
-        runs: dict = {m: [] for m in methods}
+        runs: dict = {m: [] for m in run_methods}
         for r in range(repeats):  # interleaved: each repeat runs every method once
-            for m in methods:
+            for m in run_methods:
                 cfg = {"method": m, "paths": paths, "N": N, "seconds": seconds, "seed": r}
                 runs[m].append(run_worker(cfg))
                 print(N, m, runs[m][-1], flush=True)
-        row = {}
-        for m in methods:
+        row = results["sizes"].get(str(N), {})
+        for m in run_methods:
             row[m] = {k: float(np.median([x[k] for x in runs[m]]))
                       for k in ("throughput", "peak_mib", "baseline_mib", "anon_peak_mib")}
             row[m]["runs"] = runs[m]
@@ -251,7 +258,7 @@ def main() -> None:
         results["sizes"][str(N)] = row
     N = sizes[1]
     paths = lr.generate(os.path.join(args.data_dir, str(N)), N)
-    for d in (1, 2, 4):
+    for d in () if args.only else (1, 2, 4):
         runs = []
         for r in range(repeats):
             cfg = {"method": "vi_ext", "paths": paths, "N": N, "seconds": seconds, "seed": r,
@@ -261,9 +268,12 @@ def main() -> None:
         results["devices"][str(d)] = {
             "throughput": float(np.median([x["throughput"] for x in runs])),
             "compiled": runs[-1].get("compiled"), "runs": runs}
-    results["environment"] = environment(quick=args.quick, batch_size=BATCH, chunk=CHUNK,
-                                         repeats=repeats, seconds=seconds)
-    write(os.path.join(ROOT, "benchmarks", "results", "scale.json"), results)
+    if args.only:
+        results["environment"]["rerun"] = {"method": args.only, "repeats": repeats}
+    else:
+        results["environment"] = environment(quick=args.quick, batch_size=BATCH,
+                                             chunk=CHUNK, repeats=repeats, seconds=seconds)
+    write(out_path, results)
     print(json.dumps({N: {m: (v["vi_ext"]["throughput"], v[m]["throughput"])
                           for m in methods[1:]} for N, v in results["sizes"].items()}))
 
