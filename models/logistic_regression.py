@@ -114,6 +114,6 @@ def generate(directory: str, num_rows: int, num_features: int = 100, seed: int =
     X.flush()
     y.flush()
     del X, y
-    for k, p in paths.items():
+    for p in paths.values():
         os.replace(p + ".tmp", p)
     return paths
