@@ -8,6 +8,12 @@ Objectives are programs (:mod:`vi_ext.program`); gradient strategies are chosen 
 (:mod:`vi_ext.estimators`); :func:`estimate` gives an unbiased (value, gradient) estimate.
 """
 
+import warnings as _warnings
+
+# in a notebook without ipywidgets, tqdm.auto (ours, NumPyro's) warns on import, then falls
+# back to a text progress bar, which is what we want: only that message is silenced
+_warnings.filterwarnings("ignore", message="IProgress not found", module=r"tqdm\.")
+
 from vi_ext import (
     boosting,
     checkpoint,
