@@ -175,11 +175,20 @@ PEERS = (("vi_ext", run_vi_ext), ("numpyro", run_numpyro),
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps, draws and seeds")
+    ap.add_argument("--seeds", type=int, default=None,
+                    help="number of seeds (default 5); with --models and --peers, a closer "
+                         "look at one comparison, written to posterior_quality_seeds.json")
+    ap.add_argument("--models", default=None, help="comma-separated subset of " +
+                    ",".join(MODELS))
+    ap.add_argument("--peers", default=None, help="comma-separated subset of the peers")
     args = ap.parse_args()
     steps = 1000 if args.quick else 5000
-    seeds = [0, 1] if args.quick else [0, 1, 2, 3, 4]
+    seeds = [0, 1] if args.quick else list(range(args.seeds or 5))
+    models = {k: v for k, v in MODELS.items()
+              if args.models is None or k in args.models.split(",")}
+    peers = [p for p in PEERS if args.peers is None or p[0] in args.peers.split(",")]
     out = {}
-    for mname, (model, data_fn) in MODELS.items():
+    for mname, (model, data_fn) in models.items():
         kw = data_fn()
         names = latent_names(model, kw)
         t = time.perf_counter()
@@ -187,7 +196,7 @@ def main():
         print(f"{mname}: NUTS {time.perf_counter() - t:.1f} s, {divergences} divergences",
               flush=True)
         rows = {}
-        for who, runner in PEERS:
+        for who, runner in peers:
             per_seed = []
             for seed in seeds:
                 t = time.perf_counter()
@@ -209,6 +218,13 @@ def main():
                   f"{rows[who]['log_sd_error']:.3f}  NaN fits {rows[who]['nan_fits']}/"
                   f"{len(seeds)}", flush=True)
         v, n = rows["vi_ext"], rows["numpyro"]
+        # paired by seed: the difference of the two errors, with its standard error
+        for err in ("mean_error", "log_sd_error"):
+            d = np.array([a[err] - b[err] for a, b in zip(v["per_seed"], n["per_seed"],
+                                                          strict=True)])
+            rows[f"vi_ext_minus_numpyro_{err}"] = {
+                "mean": float(np.mean(d)),
+                "se": float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None}
         rows["target_met"] = bool(
             v["nan_fits"] == 0
             and (n["nan_fits"] > 0 or (v["mean_error"] <= n["mean_error"]
@@ -226,7 +242,8 @@ def main():
         "meta": environment(quick=args.quick),
         "results": out,
     }
-    write(RESULTS, result)
+    subset = args.seeds is not None or args.models is not None or args.peers is not None
+    write(RESULTS.replace(".json", "_seeds.json") if subset else RESULTS, result)
 
 
 if __name__ == "__main__":

@@ -144,6 +144,19 @@ def test_discrete_latent_with_default_guide_names_the_site():
     assert e.value.site == "c"
 
 
+def test_a_model_non_finite_everywhere_names_the_site_for_the_default_guide():
+    """AutoNormal finds no finite starting point: NumPyro's bare RuntimeError becomes a
+    SiteError naming the site at fault."""
+    def model(x=1.0):
+        z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+        numpyro.sample("x", dist.Normal(z, 1.0), obs=x)
+        numpyro.factor("penalty", jnp.log(-1.0 - z**2))   # log of a negative number
+
+    with pytest.raises(vx.SiteError, match="site 'penalty'.*non-finite at every one") as e:
+        vx.fit(model, num_steps=10, progress=False)
+    assert e.value.site == "penalty"
+
+
 @pytest.mark.parametrize(
     "kwargs, argument",
     [

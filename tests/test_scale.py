@@ -79,6 +79,17 @@ def test_the_prefetcher_hands_over_the_batches_asked_for():
     assert len(calls) == 4
 
 
+def test_stored_and_computed_orders_visit_every_row_once(monkeypatch):
+    from vi_ext import data
+
+    for limit in (10**6, 100):               # stored up to the limit, computed beyond
+        monkeypatch.setattr(data, "STORED_ORDER_MAX_ROWS", limit)
+        ds = as_dataset({"X": np.zeros(1000)}, 100, True, jax.random.PRNGKey(4))
+        epoch = np.concatenate([ds.rows(t) for t in range(10)])
+        np.testing.assert_array_equal(np.sort(epoch), np.arange(1000))
+        np.testing.assert_array_equal(ds.chunk_rows(3, 9, 9)[0], ds.rows(3))
+
+
 @pytest.mark.parametrize("n", [1, 2, 7, 200, 4097])
 def test_the_computed_epoch_order_is_a_permutation(n):
     keys = round_keys((1, 2), 0)

@@ -9,12 +9,13 @@ static shape jit needs. A resumed fit therefore sees the same batches as one nev
 
 Arrays may be NumPy arrays, anything ``np.asarray`` accepts, or paths to ``.npy`` files,
 which are memory-mapped read-only (``np.load(mmap_mode="r")``): only the rows of the
-batches are read. Epoch orders are computed, not stored: a keyed Feistel permutation of
-[0, N) (:func:`permute`) maps a batch's positions to rows in O(B) time and memory, so the
-process's own memory does not grow with N. (The pages a memory map reads are the kernel's
-page cache: they count in the process's resident size while mapped, but are shared, clean,
-and dropped by the kernel under memory pressure.) The host gathers the next chunk's rows
-while the device computes the current chunk (:class:`Prefetcher`).
+batches are read. Epoch orders are stored up to 2^20 rows (4 MiB) and computed beyond: a
+keyed Feistel permutation of [0, N) (:func:`permute`) maps a batch's positions to rows in
+O(B) time and memory, so the process's own memory does not grow with N. (The pages a
+memory map reads are the kernel's page cache: they count in the process's resident size
+while mapped, but are shared, clean, and dropped by the kernel under memory pressure.)
+The host gathers the next chunk's rows while the device computes the current chunk
+(:class:`Prefetcher`).
 
 The model must scale the likelihood of a minibatch by N / B, as NumPyro's own subsampling
 does: declare the data plate with the full size and the batch size,
@@ -100,12 +101,38 @@ class Dataset(NamedTuple):
         if self.shuffle:
             for e in np.unique(epochs):
                 at = epochs == e
-                rows[at] = permute(rows[at].ravel(), self.num_rows,
-                                   round_keys(self.seed, int(e))).reshape(-1, self.batch_size)
+                rows[at] = epoch_order(self.seed, int(e), self.num_rows,
+                                       rows[at].ravel()).reshape(-1, self.batch_size)
             rows.sort(axis=1)
         if length > count:
             rows = np.concatenate([rows, np.repeat(rows[-1:], length - count, axis=0)])
         return rows
+
+
+#: up to this many rows an epoch's order is stored (int32, 4 MiB at most); beyond, computed
+STORED_ORDER_MAX_ROWS = 2**20
+
+_STORED: dict = {}
+
+
+def epoch_order(seed: tuple, epoch: int, n: int, positions: np.ndarray) -> np.ndarray:
+    """Rows at ``positions`` of epoch ``epoch``'s order of [0, n).
+
+    Up to :data:`STORED_ORDER_MAX_ROWS` rows the order is a stored permutation drawn by PCG64
+    from (seed, epoch), the last one kept (a gather per batch); beyond, it is computed by
+    :func:`permute` in O(B), so memory stays flat in n. Either is a function of
+    (seed, epoch, n) alone: a resumed fit sees the same orders.
+    """
+    if n > STORED_ORDER_MAX_ROWS:
+        return permute(positions, n, round_keys(seed, epoch))
+    key = (seed, int(epoch), int(n))
+    order = _STORED.get(key)
+    if order is None:
+        rng = np.random.Generator(np.random.PCG64([*seed, int(epoch), 1]))
+        order = rng.permutation(n).astype(np.int32)
+        _STORED.clear()
+        _STORED[key] = order
+    return order[positions].astype(np.int64)
 
 
 def round_keys(seed: tuple, epoch: int, rounds: int = 4) -> np.ndarray:

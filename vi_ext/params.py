@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpyro
 from numpyro import handlers
 from numpyro.distributions import constraints
@@ -44,10 +45,15 @@ def param_sites(
     # (autoguides trace the model from its prior to set themselves up; the guide's first
     # draw may sit where the model's density is undefined, NaN: that is the step guard's
     # business, not an initialization error, so argument validation is off here)
-    with Frame({}, k_frame, dict(estimators or {})) as frame, \
-            numpyro.validation_enabled(False):
-        guide_fn = handlers.seed(StrategyMessenger(guide, frame, lenient=True), k_guide)
-        guide_trace = handlers.trace(guide_fn).get_trace(*args, **kwargs)
+    try:
+        with Frame({}, k_frame, dict(estimators or {})) as frame, \
+                numpyro.validation_enabled(False):
+            guide_fn = handlers.seed(StrategyMessenger(guide, frame, lenient=True), k_guide)
+            guide_trace = handlers.trace(guide_fn).get_trace(*args, **kwargs)
+    except RuntimeError as e:
+        if "Cannot find valid initial parameters" not in str(e):
+            raise
+        raise _no_valid_start(model, args, kwargs, k_model) from e
     latents = {
         n: s["value"]
         for n, s in guide_trace.items()
@@ -91,3 +97,28 @@ def constrain(unconstrained: Mapping[str, jax.Array], cons: Mapping[str, Any]) -
 def unconstrain(values: Mapping[str, jax.Array], cons: Mapping[str, Any]) -> dict:
     """u = T_c^{-1}(theta) for every param."""
     return {n: biject_to(cons[n]).inv(v) for n, v in values.items()}
+
+
+def _no_valid_start(model: Callable, args: tuple, kwargs: dict, key: jax.Array) -> Exception:
+    """The error for an autoguide that found no finite starting point: name the sites whose
+    log density is non-finite at a draw from the prior."""
+    from vi_ext.errors import ArgumentError, SiteError
+    from vi_ext.program.sites import sample_sites, site_log_prob
+
+    with numpyro.validation_enabled(False):
+        trace = handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs)
+    bad = []
+    for site in sample_sites(trace):
+        try:
+            if not bool(jnp.all(jnp.isfinite(site_log_prob(site)))):
+                bad.append(site["name"])
+        except Exception:  # noqa: BLE001 - a site that cannot even be scored is not named
+            continue
+    advice = ("the autoguide (AutoNormal) tried initial points drawn from the prior and the "
+              "model's log density was non-finite at every one. Check that site's "
+              "distribution parameters (a negative scale, a log of a negative number) and "
+              "its support, or pass init_params= / a guide of your own.")
+    if bad:
+        return SiteError(bad[0], f"{advice} At a prior draw, the log density is non-finite "
+                                 f"at: {', '.join(bad)}.")
+    return ArgumentError("model", advice)
