@@ -250,3 +250,47 @@ def test_sharded_fits_agree_with_one_device_and_compile_to_one_program():
     out = subprocess.run([sys.executable, "-c", _SHARDED], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+_PROCESS = textwrap.dedent("""
+    import json, sys
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(f"localhost:{sys.argv[2]}", num_processes=2,
+                               process_id=int(sys.argv[1]))
+    import numpy as np
+    import vi_ext as vx
+    from models import logistic_regression as lr
+    assert jax.process_count() == 2 and jax.device_count() == 4
+    d = lr.data()
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    res = vx.fit(lr.model, data={"X": d["X"][:256], "y": d["y"][:256]}, batch_size=64,
+                 num_data=256, num_steps=40, progress=False, mesh=mesh)
+    print(json.dumps({k: np.asarray(v).tolist() for k, v in res.params.items()}))
+""")
+
+
+def test_two_processes_fit_as_one_host_does():
+    """jax.distributed across 2 processes (2 CPU devices each, gloo collectives): each
+    reads its devices' rows, and both end with the one-device fit's parameters."""
+    import json
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = str(sock.getsockname()[1])
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+    procs = [subprocess.Popen([sys.executable, "-c", _PROCESS, str(i), port], env=env,
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    params = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    d = lr.data()
+    one = vx.fit(lr.model, data={"X": d["X"][:256], "y": d["y"][:256]}, batch_size=64,
+                 num_data=256, num_steps=40, progress=False)
+    for k, v in one.params.items():
+        for p in params:
+            np.testing.assert_allclose(np.asarray(p[k]), np.asarray(v), rtol=1e-5, atol=1e-5)
