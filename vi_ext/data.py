@@ -59,6 +59,12 @@ def open_npy(path: str | os.PathLike) -> np.ndarray:
     return a
 
 
+def take_rows(a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``a``'s rows at the indices ``rows`` (any shape), as an in-memory array of shape
+    ``rows.shape + a.shape[1:]`` (one fancy-indexing read, also of a memory map)."""
+    return np.asarray(a[rows.reshape(-1)]).reshape(rows.shape + a.shape[1:])
+
+
 class Dataset(NamedTuple):
     """Named arrays with a common number of rows, streamed in minibatches.
 
@@ -88,7 +94,7 @@ class Dataset(NamedTuple):
     def batch(self, step: int) -> dict:
         """The minibatch of step ``step``: name -> array with B rows."""
         idx = self.rows(step)
-        return {k: np.asarray(a[idx]) for k, a in self.arrays.items()}
+        return {k: take_rows(a, idx) for k, a in self.arrays.items()}
 
     def chunk_rows(self, start: int, count: int, length: int) -> np.ndarray:
         """Row indices of steps start .. start+count-1, stacked: ``[length, B]``.

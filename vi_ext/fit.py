@@ -41,7 +41,7 @@ from vi_ext.errors import ArgumentError, CallbackError, NonFiniteError, SiteErro
 from vi_ext.keys import as_key
 from vi_ext.params import constrain, param_sites, unconstrain
 from vi_ext.program.objective import Objective
-from vi_ext.program.sites import sample_sites, site_log_prob
+from vi_ext.program.sites import nonfinite_site_names, sample_sites
 from vi_ext.program.transform import check_estimators, initial_state, surrogate_fn
 from vi_ext.result import FitResult
 from vi_ext.sharding import (
@@ -104,7 +104,8 @@ def make_step(
     """One guarded optimizer step, ``(state, xs) -> (state, loss)``, for ``lax.scan``.
 
     ``xs`` is ``active`` (a bool) or, when data are streamed, ``(active, batch)`` with the
-    step's minibatch (a dict of model keyword arguments) passed on to ``loss_and_grad``.
+    step's minibatch (a dict of model keyword arguments); ``loss_and_grad(params, key,
+    strategy_state, batch)`` gets the batch, or None.
     Inactive steps (padding at the end of a chunk, or any step after a stopping rule in
     ``rules`` fired) change nothing.
     """
@@ -113,11 +114,8 @@ def make_step(
         active, batch = xs if isinstance(xs, tuple) else (xs, None)
         active = active & ~state.converged
         key, sub = jax.random.split(state.key)
-        if batch is None:
-            loss, grads, strategy_state = loss_and_grad(state.params, sub, state.strategy_state)
-        else:
-            loss, grads, strategy_state = loss_and_grad(state.params, sub, state.strategy_state,
-                                                        batch)
+        loss, grads, strategy_state = loss_and_grad(state.params, sub, state.strategy_state,
+                                                    batch)
         finite = jnp.isfinite(loss) & _all_finite(grads)
         accept = active & finite
         reject = active & ~finite
@@ -239,16 +237,8 @@ def _nonfinite_sites(model, guide, params, args, kwargs, key):
     m = handlers.substitute(model, data=dict(params))
     m = handlers.seed(handlers.condition(m, latents), k2)
     mtr = handlers.trace(m).get_trace(*args, **kwargs)
-    bad = []
-    for where, tr in (("guide", gtr), ("model", mtr)):
-        for s in sample_sites(tr):
-            try:
-                ok = bool(jnp.isfinite(site_log_prob(s)))
-            except Exception:  # a shape error is reported elsewhere
-                ok = True
-            if not ok:
-                bad.append(f"{s['name']} ({where})")
-    return tuple(bad)
+    return tuple(f"{name} ({where})" for where, tr in (("guide", gtr), ("model", mtr))
+                 for name in nonfinite_site_names(tr))
 
 
 class Fitter(NamedTuple):

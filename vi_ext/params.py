@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpyro
 from numpyro import handlers
 from numpyro.distributions import constraints
@@ -103,17 +102,11 @@ def _no_valid_start(model: Callable, args: tuple, kwargs: dict, key: jax.Array) 
     """The error for an autoguide that found no finite starting point: name the sites whose
     log density is non-finite at a draw from the prior."""
     from vi_ext.errors import ArgumentError, SiteError
-    from vi_ext.program.sites import sample_sites, site_log_prob
+    from vi_ext.program.sites import nonfinite_site_names
 
     with numpyro.validation_enabled(False):
         trace = handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs)
-    bad = []
-    for site in sample_sites(trace):
-        try:
-            if not bool(jnp.all(jnp.isfinite(site_log_prob(site)))):
-                bad.append(site["name"])
-        except Exception:  # noqa: BLE001 - a site that cannot even be scored is not named
-            continue
+    bad = nonfinite_site_names(trace)
     advice = ("the autoguide (AutoNormal) tried initial points drawn from the prior and the "
               "model's log density was non-finite at every one. Check that site's "
               "distribution parameters (a negative scale, a log of a negative number) and "

@@ -32,6 +32,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from vi_ext.data import take_rows
 from vi_ext.errors import ArgumentError
 
 DATA_AXIS = "data"
@@ -116,19 +117,13 @@ def put_batches(arrays: Mapping[str, Any], rows: np.ndarray, mesh: Mesh | None) 
     With a mesh, each process reads only the rows of its addressable devices' shards.
     """
     if mesh is None:
-        flat = rows.reshape(-1)
-        return {k: jax.device_put(np.asarray(a[flat]).reshape(rows.shape + a.shape[1:]))
-                for k, a in arrays.items()}
+        return {k: jax.device_put(take_rows(a, rows)) for k, a in arrays.items()}
     sharding = batch_sharding(mesh)
 
     def one(a):
         shape = rows.shape + tuple(a.shape[1:])
-
-        def shard(index):
-            r = rows[index[0], index[1]]
-            return np.asarray(a[r.reshape(-1)]).reshape(r.shape + a.shape[1:])
-
-        return jax.make_array_from_callback(shape, sharding, shard)
+        return jax.make_array_from_callback(
+            shape, sharding, lambda index: take_rows(a, rows[index[0], index[1]]))
 
     return {k: one(a) for k, a in arrays.items()}
 

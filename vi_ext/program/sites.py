@@ -54,6 +54,23 @@ def sample_sites(trace: dict, *, observed: bool | None = None) -> Iterable[dict]
             yield site
 
 
+def nonfinite_site_names(trace: dict) -> list[str]:
+    """Names of the sample sites of ``trace`` whose (summed) log density is not finite.
+
+    A site that cannot be scored at all (a shape error) is left out: that is reported
+    elsewhere, with its own message.
+    """
+    bad = []
+    for s in sample_sites(trace):
+        try:
+            ok = bool(jnp.isfinite(site_log_prob(s)))
+        except Exception:  # noqa: BLE001 - see the docstring
+            ok = True
+        if not ok:
+            bad.append(s["name"])
+    return bad
+
+
 def trace_log_probs(trace: dict, names: Iterable[str] | None = None) -> dict[str, jnp.ndarray]:
     """Per-site scaled log densities of the sample sites of ``trace`` (or of ``names``)."""
     wanted = None if names is None else set(names)
