@@ -172,6 +172,21 @@ def test_bad_data_arguments_are_named(small, tmp_path):
         _stream(X, y, devices=64)
 
 
+def test_bad_device_arguments_are_named(small):
+    from jax.sharding import Mesh
+
+    X, y = small
+    one = jax.devices()[:1]
+    with pytest.raises(vx.ArgumentError, match="'mesh'.*jax.sharding.Mesh"):
+        _stream(X, y, mesh="four")
+    with pytest.raises(vx.ArgumentError, match="'mesh'.*'data'.*'particles'"):
+        _stream(X, y, mesh=Mesh(np.array(one), ("x",)))
+    with pytest.raises(vx.ArgumentError, match="'devices'.*not both"):
+        _stream(X, y, devices=1, mesh=Mesh(np.array(one), ("data",)))
+    with pytest.raises(vx.ArgumentError, match="'devices'.*list of jax.Device"):
+        _stream(X, y, devices=["cpu"])
+
+
 # ------------------------------------------------------------------ subsampling plates
 
 
