@@ -124,7 +124,15 @@ def test_a_memory_mapped_file_streams_the_same_fit_as_the_array(small, streamed,
 
 def test_a_streamed_fit_resumes_bit_for_bit(small, streamed, tmp_path):
     ck = tmp_path / "ck.npz"
-    _stream(*small, num_steps=25, checkpoint=str(ck), chunk_size=10)
+
+    def interrupt(step, state, loss):
+        if step >= 20:
+            raise KeyboardInterrupt  # like Ctrl-C, not caught by fit
+
+    with pytest.raises(KeyboardInterrupt):
+        _stream(*small, checkpoint=str(ck), checkpoint_every=10, callbacks=[interrupt],
+                chunk_size=10)
+    assert vx.checkpoint.read(str(ck))[0]["num_losses"] == 20
     resumed = _stream(*small, resume=str(ck), chunk_size=10)
     _same(streamed, resumed)
     np.testing.assert_array_equal(streamed.losses, resumed.losses)

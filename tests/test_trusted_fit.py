@@ -84,6 +84,24 @@ def test_resume_after_an_interruption_is_bit_for_bit(uninterrupted, tmp_path):
     _same_params(uninterrupted.params, again.params)
 
 
+
+def test_extending_a_finished_fit_warns_that_the_default_schedule_is_replanned(tmp_path):
+    ck = tmp_path / "fit.npz"
+    vx.fit(gaussian_model, guide=gaussian_guide, num_steps=40, key=7, progress=False,
+           checkpoint=str(ck), **KW)
+    with pytest.warns(RuntimeWarning, match="written by a fit of 40 steps.*num_steps=60"):
+        more = vx.fit(gaussian_model, guide=gaussian_guide, num_steps=60, key=7,
+                      progress=False, resume=str(ck), **KW)
+    assert int(more.state.step) == 60
+    # a schedule the user fixed is theirs to extend: no warning
+    fixed = tmp_path / "fixed.npz"
+    vx.fit(gaussian_model, guide=gaussian_guide, num_steps=40, key=7, progress=False,
+           checkpoint=str(fixed), optimizer=optax.adam(1e-2), **KW)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vx.fit(gaussian_model, guide=gaussian_guide, num_steps=60, key=7, progress=False,
+               resume=str(fixed), optimizer=optax.adam(1e-2), **KW)
+
 def test_a_killed_process_resumes_bit_for_bit(uninterrupted, tmp_path):
     ck = tmp_path / "killed.npz"
     script = textwrap.dedent(f"""
@@ -260,6 +278,12 @@ def test_callbacks_see_every_k_steps_and_can_stop(uninterrupted):
                               "stop.<locals>.stop_at_120 at step 120"
     assert len(res.losses) == 120
     np.testing.assert_array_equal(res.losses, uninterrupted.losses[:120])
+
+
+def test_callbacks_default_to_every_chunk():
+    seen = []
+    _fit(callbacks=[lambda step, state, loss: seen.append(step)], chunk_size=75)
+    assert seen == [75, 150, 225, 300]
 
 
 def test_a_callback_that_raises(tmp_path):

@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--objective", default="elbo",
                         help="objective name (default elbo); see vi_ext.objectives.REGISTRY")
         sp.add_argument("--lr", type=float, default=None,
-                        help="Adam learning rate (default 0.01)")
+                        help="Adam learning rate, held for the first half of the steps "
+                        "then annealed to a tenth (default 0.01)")
         sp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         sp.add_argument("--samples", type=int, default=2000,
                         help="guide draws for the summary (default 2000)")
@@ -106,12 +107,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_fit(spec: str, args: argparse.Namespace) -> int:
-    import optax
-
     import vi_ext as vx
 
     model, kwargs, _ = load_model(spec)
-    optimizer = optax.adam(args.lr) if args.lr is not None else None
+    optimizer = (vx.optim.default_optimizer(args.steps, args.lr) if args.lr is not None
+                 else None)
     print(f"vi-ext: fitting {spec} with objective '{args.objective}' for {args.steps} steps")
     try:
         res = vx.fit(model, objective=args.objective, optimizer=optimizer, num_steps=args.steps,

@@ -39,6 +39,7 @@ from vi_ext.checkpoint import save as save_checkpoint
 from vi_ext.data import Dataset, Prefetcher, StreamPlates, as_dataset, check_scaled
 from vi_ext.errors import ArgumentError, CallbackError, NonFiniteError, SiteError
 from vi_ext.keys import as_key
+from vi_ext.optim import default_optimizer
 from vi_ext.params import constrain, param_sites, unconstrain
 from vi_ext.program.objective import Objective
 from vi_ext.program.sites import nonfinite_site_names, sample_sites
@@ -55,7 +56,6 @@ from vi_ext.sharding import (
 from vi_ext.stopping import is_rule
 
 #: Adam's learning rate when ``optimizer=None``.
-DEFAULT_LEARNING_RATE = 1e-2
 
 
 class FitState(NamedTuple):
@@ -284,6 +284,7 @@ def build(
     estimators: Mapping[str, Any] | None = None,
     init_params: Mapping[str, Any] | None = None,
     stopping: Any = None,
+    num_steps: int = 1000,
     data: Mapping[str, Any] | None = None,
     batch_size: int | None = None,
     shuffle: bool = True,
@@ -293,8 +294,9 @@ def build(
 ) -> Fitter:
     """Resolve fit's inputs, initialize parameters, and build the compiled step function.
 
-    Arguments are those of :func:`fit`. Nothing is compiled until ``run_chunk`` is first
-    called.
+    Arguments are those of :func:`fit`; ``num_steps`` only sets the default optimizer's
+    schedule (:func:`vi_ext.optim.default_optimizer`). Nothing is compiled until
+    ``run_chunk`` is first called.
     """
     objective = _objectives.get(objective)
     estimators = check_estimators(estimators)
@@ -328,7 +330,7 @@ def build(
             trace = handlers.trace(handlers.seed(model, k_init)).get_trace(*model_args,
                                                                           **init_kwargs)
         check_scaled(trace, dataset)
-    optimizer = optimizer if optimizer is not None else optax.adam(DEFAULT_LEARNING_RATE)
+    optimizer = optimizer if optimizer is not None else default_optimizer(int(num_steps))
 
     values, cons = param_sites(model, guide, model_args, init_kwargs, k_init, estimators)
     if init_params:
@@ -455,8 +457,9 @@ def fit(
             ``vx.boosting.BoostedMixture(...)`` grows a mixture by boosting instead.
         objective: an objective from :mod:`vi_ext.objectives`, a user-written one, or a
             registered name (``"elbo"``). Default: the ELBO with one particle.
-        optimizer: an optax ``GradientTransformation``; default ``optax.adam(1e-2)``.
-            Learning-rate schedules come from optax.
+        optimizer: an optax ``GradientTransformation``. Default: Adam at 1e-2 for the first
+            half of ``num_steps``, then cosine-annealed to 1e-3
+            (:func:`vi_ext.optim.default_optimizer`). Learning-rate schedules come from optax.
         num_steps: total number of optimizer steps (> 0), resumed ones included.
         key: an int seed or a JAX key. The same key gives the same fit, bit for bit.
         progress: show a tqdm progress bar with the running loss.
@@ -475,7 +478,9 @@ def fit(
             ``checkpoint_every`` steps and at the end (:mod:`vi_ext.checkpoint`).
         checkpoint_every: steps between checkpoints (default: every 10% of the steps).
         resume: a checkpoint file to continue from; the same arguments as the fit that
-            wrote it give the same result, bit for bit, as a fit never interrupted.
+            wrote it (``num_steps`` included) give the same result, bit for bit, as a fit
+            never interrupted. A larger ``num_steps`` extends the fit; with the default
+            optimizer it re-plans the annealing over the new total (with a warning).
         data: arrays to stream in minibatches (:mod:`vi_ext.data`): model keyword name ->
             array or path to a ``.npy`` file (memory-mapped), one row per data point. Each
             step calls the model with ``batch_size`` rows of each; the model scales their
@@ -523,8 +528,8 @@ def fit(
     num_steps = int(num_steps)
     fitter = build(model, *model_args, guide=guide, objective=objective, optimizer=optimizer,
                    key=key, estimators=estimators, init_params=init_params, stopping=stopping,
-                   data=data, batch_size=batch_size, shuffle=shuffle, devices=devices,
-                   mesh=mesh, **model_kwargs)
+                   num_steps=num_steps, data=data, batch_size=batch_size, shuffle=shuffle,
+                   devices=devices, mesh=mesh, **model_kwargs)
     objective, guide, cons = fitter.objective, fitter.guide, fitter.constraints
     estimators = fitter.estimators
     chunk = chunk_size or max(1, min(1000, math.ceil(num_steps / 100)))
@@ -534,6 +539,8 @@ def fit(
     if chunk_size is None:
         chunk = min([chunk, *everies])
     chunk = min(chunk, num_steps)
+    if callbacks and callback_every is None:
+        callback_every = chunk
     run_chunk = fitter.run_chunk
     state = fitter.init_state
     losses = np.full(num_steps, np.nan, dtype=np.float64)
@@ -552,6 +559,17 @@ def fit(
                                   f"{done} steps; it is inconsistent.")
         state = ck.state
         losses[:done] = ck.losses
+        planned = ck.meta.get("info", {}).get("num_steps")
+        if optimizer is None and planned is not None and planned != num_steps:
+            warnings.warn(
+                f"the checkpoint {os.fspath(resume)!r} was written by a fit of {planned} "
+                f"steps and is resumed with num_steps={num_steps}: the default optimizer "
+                "anneals its step over the second half of num_steps, so the remaining steps "
+                "follow a new schedule (neither that fit continued nor an uninterrupted fit "
+                f"of {num_steps} steps). Pass optimizer= to fix the schedule yourself.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     info = {"objective": objective.name, "params": sorted(cons), "num_steps": num_steps}
     stop_reason = "num_steps"
     if bool(state.converged):
