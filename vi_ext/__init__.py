@@ -23,6 +23,7 @@ from vi_ext import (
     objectives,
     optim,
     program,
+    reparam,
     solvers,
     stopping,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "objectives",
     "optim",
     "program",
+    "reparam",
     "solvers",
     "stopping",
 ]

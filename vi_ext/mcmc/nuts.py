@@ -67,6 +67,8 @@ class RefineInfo(NamedTuple):
         gradient_evals: {"warmup": n, "sampling": n}, leapfrog steps summed over chains.
         seconds: {"setup": s, "compile": s, "warmup": s, "sampling": s}.
         adapt: the adaptation that was used.
+        restarted_chains: chains found stranded after a warmup phase and restarted at
+            another chain's state (see :func:`_strays`).
     """
 
     step_size: np.ndarray
@@ -76,6 +78,7 @@ class RefineInfo(NamedTuple):
     gradient_evals: dict
     seconds: dict
     adapt: str
+    restarted_chains: int = 0
 
 
 @dataclass
@@ -277,13 +280,18 @@ def refine(result: FitResult, method: str = "nuts", num_samples: int = 1000, num
         return carry, stats
 
     warm_evals = 0
+    restarted = 0
     for phase, n in _phases(num_warmup, adapt):
         if n <= 0:
             continue
         carry, stats = run(carry, n, True)
         warm_evals += int(stats[3].sum())
+        stray = _strays(stats[0], problem.logdensity_fn)
+        if stray.any() and not stray.all():
+            carry = _restart(carry, stray)
+            restarted += int(stray.sum())
         if phase == "window":
-            x = stats[0].reshape(-1, problem.dim)  # [n * chains, D], pooled over chains
+            x = stats[0][:, ~stray].reshape(-1, problem.dim)  # pooled over the good chains
             carry = _new_metric(carry, x, guide_imm, prior_draws, da_init)
     jax.block_until_ready(carry)
     t_warm = time.perf_counter()
@@ -312,9 +320,40 @@ def refine(result: FitResult, method: str = "nuts", num_samples: int = 1000, num
         seconds={"setup": t_setup - t0, "compile": t_compile - t_setup,
                  "warmup": t_warm - t_compile, "sampling": t_sample - t_warm},
         adapt=adapt,
+        restarted_chains=restarted,
     )
     return RefineResult(samples, by_chain, rhat, ess, positions, sample_stats,
                         np.asarray(carry[2]), info, problem)
+
+
+def _strays(positions, logdensity_fn, width: float = 6.0) -> np.ndarray:
+    """Chains stranded away from the others: bool [chains] from warmup draws [n, chains, D].
+
+    Over the second half of the phase, chain c is stranded when its median log density is
+    more than ``width`` typical within-chain standard deviations of the log density below
+    the median over chains. Chains in the same typical set differ in that median by about
+    sd / sqrt(ESS), far below the bound; a chain that a wild early trajectory left in a
+    low-density region where its step size then collapsed sits hundreds of nats below
+    (seen on eight schools under learned centering). A non-finite log density counts as
+    -inf. Only a minority of chains can be told apart this way.
+    """
+    half = jnp.asarray(positions[positions.shape[0] // 2:])
+    lp = np.asarray(jax.vmap(jax.vmap(logdensity_fn))(half), dtype=np.float64)
+    lp = np.where(np.isfinite(lp), lp, -np.inf)
+    med = np.median(lp, axis=0)
+    with np.errstate(invalid="ignore"):
+        spread = np.median(np.nan_to_num(np.std(lp, axis=0), nan=0.0, posinf=0.0))
+    return med < np.median(med) - width * spread
+
+
+def _restart(carry, stray):
+    """Each stranded chain takes the state and step size of a good chain (in turn)."""
+    states, das, imm = carry
+    good = np.flatnonzero(~stray)
+    src = np.arange(len(stray))
+    src[stray] = good[np.arange(int(stray.sum())) % len(good)]
+    take = lambda a: a[jnp.asarray(src)]  # noqa: E731
+    return jax.tree.map(take, states), jax.tree.map(take, das), imm
 
 
 def _new_metric(carry, x, guide_imm, prior_draws, da_init):
