@@ -28,6 +28,7 @@ from numpyro.infer.importance import psis_diagnostic
 from numpyro.infer.util import log_likelihood
 
 from vi_ext.keys import as_key
+from vi_ext.program.enumerate import model_log_density
 from vi_ext.program.sites import sample_sites, site_log_prob
 
 
@@ -83,10 +84,9 @@ def weighted_draws(result, num_samples: int = 1000, key: Any = 0) -> tuple[dict,
         gtr = handlers.trace(g).get_trace(*args, **kwargs)
         latents = {s["name"]: s["value"] for s in sample_sites(gtr, observed=False)}
         log_q = sum((site_log_prob(s) for s in sample_sites(gtr)), jnp.zeros(()))
-        m = handlers.seed(handlers.substitute(handlers.substitute(model, data=params),
-                                              data=latents), kp)
-        mtr = handlers.trace(m).get_trace(*args, **kwargs)
-        log_p = sum((site_log_prob(s) for s in sample_sites(mtr)), jnp.zeros(()))
+        # enumerated model sites the guide does not sample are summed out
+        log_p = model_log_density(handlers.substitute(model, data=params), latents, kp,
+                                  *args, **kwargs)
         return latents, log_p - log_q
 
     keys = jax.random.split(as_key(key), num_samples)

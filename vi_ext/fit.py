@@ -41,6 +41,7 @@ from vi_ext.errors import ArgumentError, CallbackError, NonFiniteError, SiteErro
 from vi_ext.keys import as_key
 from vi_ext.optim import default_optimizer
 from vi_ext.params import constrain, param_sites, unconstrain
+from vi_ext.program.enumerate import is_enumerated
 from vi_ext.program.objective import Objective
 from vi_ext.program.sites import nonfinite_site_names, sample_sites
 from vi_ext.program.transform import check_estimators, initial_state, surrogate_fn
@@ -195,13 +196,19 @@ def _check_positive_int_or_none(name: str, value: Any) -> None:
         raise ArgumentError(name, f"expected an int >= 1 or None, got {value!r}.")
 
 
-def check_no_discrete_latents(model: Callable, args: tuple, kwargs: dict, key: jax.Array) -> None:
-    """Raise a SiteError naming the first discrete latent of ``model`` (for AutoNormal)."""
+def check_no_discrete_latents(model: Callable, args: tuple, kwargs: dict,
+                              key: jax.Array) -> list[str]:
+    """Raise a SiteError naming the first discrete latent of ``model`` that AutoNormal
+    cannot take; return the names of those marked for enumeration (summed out by the
+    model's density, :mod:`vi_ext.program.enumerate`), which the guide must not sample."""
     # a draw from a heavy-tailed prior may overflow a downstream parameter: only the sites'
     # supports matter here, so argument validation is off
     with numpyro.validation_enabled(False):
         trace = handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs)
+    enumerated = [s["name"] for s in sample_sites(trace, observed=False) if is_enumerated(s)]
     for site in sample_sites(trace, observed=False):
+        if site["name"] in enumerated:
+            continue
         if getattr(site["fn"].support, "is_discrete", False):
             raise SiteError(
                 site["name"],
@@ -211,6 +218,7 @@ def check_no_discrete_latents(model: Callable, args: tuple, kwargs: dict, key: j
                 "e.g. guide=my_guide, estimators={'" + site["name"] + "': "
                 "vx.estimators.enum()} (or reinforce()).",
             )
+    return enumerated
 
 
 def nonfinite_sites(
@@ -323,8 +331,10 @@ def build(
     init_kwargs = {**model_kwargs, **first_batch}
 
     if guide is None:
-        check_no_discrete_latents(model, model_args, init_kwargs, k_init)
-        guide = AutoNormal(model, init_loc_fn=init_to_median(num_samples=15))
+        enumerated = check_no_discrete_latents(model, model_args, init_kwargs, k_init)
+        # sites summed out by the model's density are hidden from the guide
+        seen = handlers.block(model, hide=enumerated) if enumerated else model
+        guide = AutoNormal(seen, init_loc_fn=init_to_median(num_samples=15))
     if dataset is not None:
         with numpyro.validation_enabled(False):
             trace = handlers.trace(handlers.seed(model, k_init)).get_trace(*model_args,

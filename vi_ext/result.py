@@ -6,11 +6,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
 import numpy as np
 from numpyro import handlers
 from numpyro.infer import Predictive
 
 from vi_ext.keys import as_key
+from vi_ext.program.enumerate import is_enumerated, posterior_draws
 from vi_ext.program.sites import sample_sites
 
 
@@ -73,16 +75,20 @@ class FitResult:
         """Number of steps rejected for a non-finite loss or gradient."""
         return int(getattr(self.state, "num_rejected", 0))
 
-    def site_names(self) -> list[str]:
-        """Names of the model's latent and deterministic sites, in execution order."""
+    def _traces(self) -> tuple[dict, dict]:
+        """(guide trace, model trace replayed on the guide's latents), one seeded run each."""
         g = handlers.seed(handlers.substitute(self.guide, data=self.params), 0)
         gtr = handlers.trace(g).get_trace(*self.model_args, **self.model_kwargs)
         latents = {s["name"]: s["value"] for s in sample_sites(gtr, observed=False)}
-        m = handlers.seed(handlers.substitute(self.model, data=latents), 0)
+        m = handlers.seed(handlers.substitute(self.model, data={**self.params, **latents}), 0)
         mtr = handlers.trace(m).get_trace(*self.model_args, **self.model_kwargs)
+        return gtr, mtr
+
+    def site_names(self) -> list[str]:
+        """Names of the model's latent and deterministic sites, in execution order."""
         return [
             n
-            for n, s in mtr.items()
+            for n, s in self._traces()[1].items()
             if (s["type"] == "sample" and not s.get("is_observed")) or s["type"] == "deterministic"
         ]
 
@@ -122,7 +128,31 @@ class FitResult:
             parallel=True,
         )
         out = pred(as_key(key), *self.model_args, **self.model_kwargs)
+        summed = self.enumerated_sites()
+        if summed:
+            out = self._with_enumerated(out, names, summed, as_key(key))
         return {n: np.asarray(out[n]) for n in names if n in out}
+
+    def enumerated_sites(self) -> list[str]:
+        """Model sites summed out by enumeration (marked ``infer={"enumerate":
+        "parallel"}`` and not sampled by the guide)."""
+        gtr, mtr = self._traces()
+        return [n for n, s in mtr.items() if is_enumerated(s) and n not in gtr]
+
+    def _with_enumerated(self, out, names, summed, key):
+        """Replace the prior draws of summed-out sites by draws from their conditional
+        posterior given each guide draw, and recompute the deterministic sites."""
+        model = handlers.substitute(self.model, data=self.params)
+        gtr = self._traces()[0]
+        latents = {s["name"]: out[s["name"]] for s in sample_sites(gtr, observed=False)
+                   if s["name"] in out}
+        n = len(next(iter(out.values())))
+        keys = jax.random.split(jax.random.fold_in(key, 1), n)
+        draws = jax.vmap(lambda v, k: posterior_draws(model, v, k, *self.model_args,
+                                                      **self.model_kwargs))(latents, keys)
+        pred = Predictive(self.model, posterior_samples={**latents, **draws},
+                          params=self.params, return_sites=names)
+        return pred(jax.random.fold_in(key, 2), *self.model_args, **self.model_kwargs)
 
     def predictive(self, num_samples: int = 1000, **kwargs: Any) -> Predictive:
         """NumPyro's ``Predictive`` for the fitted guide and parameters.

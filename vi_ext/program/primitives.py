@@ -39,6 +39,12 @@ from vi_ext.errors import SiteError
 from vi_ext.estimators.base import Site, is_strategy
 from vi_ext.estimators.defaults import default_strategy
 from vi_ext.program.context import _STACK, Frame, current_frame
+from vi_ext.program.enumerate import (
+    EnumerateSites,
+    is_enumerated,
+    max_plate_nesting,
+    summed_log_density,
+)
 from vi_ext.program.records import LogMeanExpRecord
 from vi_ext.program.sites import sample_sites, site_log_prob
 from vi_ext.sharding import constrain_particles
@@ -152,7 +158,9 @@ def density(
 ) -> jax.Array:
     """The model's log joint density log p(x, z) at latent values ``choices``.
 
-    Observed sites contribute their likelihood; plate subsampling scales apply.
+    Observed sites contribute their likelihood; plate subsampling scales apply. Model sites
+    marked ``infer={"enumerate": "parallel"}`` that ``choices`` lacks are summed out exactly,
+    plate by plate (:mod:`vi_ext.program.enumerate`).
 
     Args:
         model: a NumPyro model.
@@ -161,8 +169,9 @@ def density(
         **kwargs: the model's keyword arguments (observations included).
 
     Raises:
-        SiteError: the model samples a latent site that ``choices`` lacks, or a value's shape
-            does not match the model's distribution at that site.
+        SiteError: the model samples a latent site that ``choices`` lacks (and that is not
+            marked for enumeration), a value's shape does not match the model's distribution
+            at that site, or an enumerated site cannot be summed out.
     """
     frame = current_frame("density")
     values = dict(choices.values if isinstance(choices, Choices) else choices)
@@ -170,8 +179,13 @@ def density(
     if isinstance(choices, Choices) and choices.subsamples:
         fn = ReplayPlates(fn, choices.subsamples)
     fn = handlers.condition(fn, data=values)
-    fn = handlers.seed(fn, rng_seed=frame.next_key())
-    trace = handlers.trace(fn).get_trace(*args, **kwargs)
+    key = frame.next_key()
+    trace = handlers.trace(handlers.seed(fn, rng_seed=key)).get_trace(*args, **kwargs)
+    if any(is_enumerated(s) and s["name"] not in values for s in trace.values()):
+        # sum those sites out, plate by plate: run again with their supports laid out
+        enum = EnumerateSites(fn, values, -max_plate_nesting(trace) - 1)
+        trace = handlers.trace(handlers.seed(enum, rng_seed=key)).get_trace(*args, **kwargs)
+        return summed_log_density(trace, enum.dims, values)
     total = jnp.zeros(())
     for s in sample_sites(trace):
         name = s["name"]
