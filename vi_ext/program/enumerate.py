@@ -138,22 +138,34 @@ def summed_log_density(trace: Mapping[str, dict], dims: Mapping[str, tuple[int, 
     return total
 
 
+def run(fn, values: Mapping, key, *args, **kwargs):
+    """Trace ``fn`` (a model already conditioned on ``values``) once; when it has enumerated
+    sites not in ``values``, trace it again with their supports laid out.
+
+    Returns:
+        (plain trace, enumerated trace or None, {site: (batch dim, support size)}).
+    """
+    from numpyro import handlers
+
+    trace = handlers.trace(handlers.seed(fn, rng_seed=key)).get_trace(*args, **kwargs)
+    if not any(is_enumerated(s) and s["name"] not in values for s in trace.values()):
+        return trace, None, {}
+    enum = EnumerateSites(fn, values, -max_plate_nesting(trace) - 1)
+    etrace = handlers.trace(handlers.seed(enum, rng_seed=key)).get_trace(*args, **kwargs)
+    return trace, etrace, enum.dims
+
+
 def model_log_density(model, values: Mapping, key, *args, **kwargs) -> jnp.ndarray:
     """log p(x, values) of a NumPyro model, with its enumerated sites not in ``values``
     summed out (for the diagnostics; objective programs use ``density``)."""
     from numpyro import handlers
 
     fn = handlers.condition(model, data=dict(values))
-    trace = handlers.trace(handlers.seed(fn, rng_seed=key)).get_trace(*args, **kwargs)
-    if any(is_enumerated(s) and s["name"] not in values for s in trace.values()):
-        enum = EnumerateSites(fn, values, -max_plate_nesting(trace) - 1)
-        trace = handlers.trace(handlers.seed(enum, rng_seed=key)).get_trace(*args, **kwargs)
-        return summed_log_density(trace, enum.dims, values)
-    total = jnp.zeros(())
-    for s in trace.values():
-        if s["type"] == "sample":
-            total = total + site_log_prob(s)
-    return total
+    trace, etrace, dims = run(fn, values, key, *args, **kwargs)
+    if etrace is not None:
+        return summed_log_density(etrace, dims, values)
+    return sum((site_log_prob(s) for s in trace.values() if s["type"] == "sample"),
+               jnp.zeros(()))
 
 
 def posterior_draws(model, values: Mapping, key, *args, **kwargs) -> dict:
@@ -163,14 +175,12 @@ def posterior_draws(model, values: Mapping, key, *args, **kwargs) -> dict:
     from numpyro import handlers
 
     fn = handlers.condition(model, data=dict(values))
-    trace = handlers.trace(handlers.seed(fn, rng_seed=key)).get_trace(*args, **kwargs)
-    if not any(is_enumerated(s) and s["name"] not in values for s in trace.values()):
+    trace, etrace, dims = run(fn, values, key, *args, **kwargs)
+    if etrace is None:
         return {}
-    enum = EnumerateSites(fn, values, -max_plate_nesting(trace) - 1)
-    etrace = handlers.trace(handlers.seed(enum, rng_seed=key)).get_trace(*args, **kwargs)
-    _, groups, _ = _factor_groups(etrace, enum.dims, values)
+    _, groups, _ = _factor_groups(etrace, dims, values)
     out = {}
-    for i, (e, (dim, size)) in enumerate(enum.dims.items()):
+    for i, (e, (dim, size)) in enumerate(dims.items()):
         support = jnp.reshape(trace[e]["fn"].enumerate_support(expand=False), (-1,))
         logits = groups.get(e, jnp.zeros((size,) + (1,) * (-dim - 1)))
         k = jax.random.categorical(jax.random.fold_in(key, i), logits, axis=dim)

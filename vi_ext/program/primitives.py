@@ -39,12 +39,8 @@ from vi_ext.errors import SiteError
 from vi_ext.estimators.base import Site, is_strategy
 from vi_ext.estimators.defaults import default_strategy
 from vi_ext.program.context import _STACK, Frame, current_frame
-from vi_ext.program.enumerate import (
-    EnumerateSites,
-    is_enumerated,
-    max_plate_nesting,
-    summed_log_density,
-)
+from vi_ext.program.enumerate import run as run_enumerated
+from vi_ext.program.enumerate import summed_log_density
 from vi_ext.program.records import LogMeanExpRecord
 from vi_ext.program.sites import sample_sites, site_log_prob
 from vi_ext.sharding import constrain_particles
@@ -179,13 +175,9 @@ def density(
     if isinstance(choices, Choices) and choices.subsamples:
         fn = ReplayPlates(fn, choices.subsamples)
     fn = handlers.condition(fn, data=values)
-    key = frame.next_key()
-    trace = handlers.trace(handlers.seed(fn, rng_seed=key)).get_trace(*args, **kwargs)
-    if any(is_enumerated(s) and s["name"] not in values for s in trace.values()):
-        # sum those sites out, plate by plate: run again with their supports laid out
-        enum = EnumerateSites(fn, values, -max_plate_nesting(trace) - 1)
-        trace = handlers.trace(handlers.seed(enum, rng_seed=key)).get_trace(*args, **kwargs)
-        return summed_log_density(trace, enum.dims, values)
+    trace, etrace, dims = run_enumerated(fn, values, frame.next_key(), *args, **kwargs)
+    if etrace is not None:  # enumerated sites, summed out plate by plate
+        return summed_log_density(etrace, dims, values)
     total = jnp.zeros(())
     for s in sample_sites(trace):
         name = s["name"]
