@@ -259,3 +259,15 @@ def test_a_stranded_chain_is_found_and_restarted_at_a_good_chains_state():
     np.testing.assert_array_equal(states, [0.0, 0.0, 3.0, 3.0])
     np.testing.assert_array_equal(das, [0.0, 0.0, 30.0, 30.0])
     assert imm == "imm"
+
+
+def test_divergences_and_unmixed_chains_are_warned_about():
+    from vi_ext.mcmc.nuts import _warn_if_unreliable
+
+    with pytest.warns(RuntimeWarning, match="12 of 4000 transitions diverged.*learned_centering"):
+        _warn_if_unreliable(12, 4000, 1.001)
+    with pytest.warns(RuntimeWarning, match="split R-hat is 1.080"):
+        _warn_if_unreliable(0, 4000, 1.08)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_if_unreliable(0, 4000, 1.004)

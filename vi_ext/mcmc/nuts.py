@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -322,8 +323,30 @@ def refine(result: FitResult, method: str = "nuts", num_samples: int = 1000, num
         adapt=adapt,
         restarted_chains=restarted,
     )
-    return RefineResult(samples, by_chain, rhat, ess, positions, sample_stats,
-                        np.asarray(carry[2]), info, problem)
+    out = RefineResult(samples, by_chain, rhat, ess, positions, sample_stats,
+                       np.asarray(carry[2]), info, problem)
+    _warn_if_unreliable(info.num_divergent, num_samples * num_chains, out.max_rhat)
+    return out
+
+
+def _warn_if_unreliable(num_divergent: int, num_draws: int, max_rhat: float) -> None:
+    """Warn, as Stan does, when divergent transitions or a large split R-hat say the draws
+    may be biased or the chains have not mixed."""
+    problems = []
+    if num_divergent > 0:
+        problems.append(f"{num_divergent} of {num_draws} transitions diverged (NUTS could not "
+                        "follow the posterior's curvature there, and the draws may be biased)")
+    if not max_rhat < 1.01:
+        problems.append(f"the largest split R-hat is {max_rhat:.3f} (>= 1.01: the chains "
+                        "have not mixed; draw more samples)")
+    if problems:
+        warnings.warn(
+            "refine: " + "; ".join(problems) + ". For a hierarchical model, fitting "
+            "vx.reparam.learned_centering(model) first often removes both; a larger "
+            "target_accept helps with a few divergences.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _strays(positions, logdensity_fn, width: float = 6.0) -> np.ndarray:
