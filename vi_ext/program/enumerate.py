@@ -138,12 +138,13 @@ def summed_log_density(trace: Mapping[str, dict], dims: Mapping[str, tuple[int, 
     return total
 
 
-def run(fn, values: Mapping, key, *args, **kwargs):
+def run(fn, values: Mapping, key, *args, **kwargs) -> tuple[dict, dict | None, dict]:
     """Trace ``fn`` (a model already conditioned on ``values``) once; when it has enumerated
     sites not in ``values``, trace it again with their supports laid out.
 
     Returns:
-        (plain trace, enumerated trace or None, {site: (batch dim, support size)}).
+        the plain trace, the enumerated trace (None without enumerated sites), and
+            {site: (batch dim, support size)}.
     """
     from numpyro import handlers
 
