@@ -1,7 +1,5 @@
 """The BlackJAX bridge: to_blackjax, refine (NUTS warmed by the fit), PSIS-corrected draws."""
 
-import json
-import os
 import warnings
 
 import blackjax
@@ -11,14 +9,13 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from conftest import assert_matches_eight_schools_nuts
 from numpyro import handlers
 from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 from numpyro.infer.util import initialize_model
 
 import vi_ext as vx
 from vi_ext.result import FitResult
-
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "eight_schools_nuts.json")
 
 # conjugate: mu ~ N(0, 10^2 I_2), y_n ~ N(mu, I_2); lam ~ Gamma(2, 1), c_n ~ Poisson(lam)
 Y = np.random.default_rng(1).normal([1.5, -0.5], 1.0, size=(12, 2))
@@ -129,16 +126,9 @@ def test_refine_with_the_guides_mass_matrix_kept_matches_too(conjugate_fit):
 
 
 def test_refine_matches_reference_nuts_on_eight_schools(eight_schools_fit):
-    with open(FIXTURE) as f:
-        ref = json.load(f)["noncentered"]["sites"]
     r = eight_schools_fit.refine(num_samples=500, num_chains=4, num_warmup=200, key=3,
                                  progress=False)
-    assert r.max_rhat < 1.05
-    for name in ("mu", "tau", "theta"):
-        got = r.samples[name].mean(0)
-        mcse = r.samples[name].std(0) / np.sqrt(r.ess[name])
-        want, ref_se = np.asarray(ref[name]["mean"]), np.asarray(ref[name]["mcse_mean"])
-        assert np.all(np.abs(got - want) < 4 * np.hypot(mcse, ref_se)), name
+    assert_matches_eight_schools_nuts(r)
 
 
 def _underdispersed(res, factor):
