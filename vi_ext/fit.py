@@ -56,8 +56,6 @@ from vi_ext.sharding import (
 )
 from vi_ext.stopping import is_rule
 
-#: Adam's learning rate when ``optimizer=None``.
-
 
 class FitState(NamedTuple):
     """The complete state of a fit; a pytree, printable, resumable.
@@ -207,9 +205,7 @@ def check_no_discrete_latents(model: Callable, args: tuple, kwargs: dict,
         trace = handlers.trace(handlers.seed(model, key)).get_trace(*args, **kwargs)
     enumerated = [s["name"] for s in sample_sites(trace, observed=False) if is_enumerated(s)]
     for site in sample_sites(trace, observed=False):
-        if site["name"] in enumerated:
-            continue
-        if getattr(site["fn"].support, "is_discrete", False):
+        if not is_enumerated(site) and getattr(site["fn"].support, "is_discrete", False):
             raise SiteError(
                 site["name"],
                 f"the model has a discrete latent ({type(site['fn']).__name__}), which the "

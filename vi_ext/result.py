@@ -39,6 +39,17 @@ def draws_to_arviz(draws: Mapping[str, np.ndarray], group_by_chain: bool = False
     return az.from_dict(**groups)
 
 
+
+def _site_names(model_trace: dict) -> list[str]:
+    """A model trace's latent and deterministic sites, in execution order."""
+    return [n for n, s in model_trace.items()
+            if (s["type"] == "sample" and not s.get("is_observed")) or s["type"] == "deterministic"]
+
+
+def _enumerated(guide_trace: dict, model_trace: dict) -> list[str]:
+    """Model sites marked for enumeration that the guide does not sample."""
+    return [n for n, s in model_trace.items() if is_enumerated(s) and n not in guide_trace]
+
 @dataclass
 class FitResult:
     """The outcome of :func:`vi_ext.fit`.
@@ -86,11 +97,7 @@ class FitResult:
 
     def site_names(self) -> list[str]:
         """Names of the model's latent and deterministic sites, in execution order."""
-        return [
-            n
-            for n, s in self._traces()[1].items()
-            if (s["type"] == "sample" and not s.get("is_observed")) or s["type"] == "deterministic"
-        ]
+        return _site_names(self._traces()[1])
 
     def sample(self, num_samples: int = 1000, key: Any = 0, correct: str | None = None,
                num_proposals: int | None = None) -> dict[str, np.ndarray]:
@@ -118,7 +125,8 @@ class FitResult:
             from vi_ext.mcmc.psis import psis_sample
 
             return psis_sample(self, num_samples, key, num_proposals)
-        names = self.site_names()
+        gtr, mtr = self._traces()
+        names = _site_names(mtr)
         pred = Predictive(
             self.model,
             guide=self.guide,
@@ -128,22 +136,20 @@ class FitResult:
             parallel=True,
         )
         out = pred(as_key(key), *self.model_args, **self.model_kwargs)
-        summed = self.enumerated_sites()
-        if summed:
-            out = self._with_enumerated(out, names, summed, as_key(key))
+        if _enumerated(gtr, mtr):
+            out = self._with_enumerated(out, names, gtr, as_key(key))
         return {n: np.asarray(out[n]) for n in names if n in out}
 
     def enumerated_sites(self) -> list[str]:
         """Model sites summed out by enumeration (marked ``infer={"enumerate":
         "parallel"}`` and not sampled by the guide)."""
-        gtr, mtr = self._traces()
-        return [n for n, s in mtr.items() if is_enumerated(s) and n not in gtr]
+        return _enumerated(*self._traces())
 
-    def _with_enumerated(self, out, names, summed, key):
+    def _with_enumerated(self, out, names, gtr, key):
         """Replace the prior draws of summed-out sites by draws from their conditional
-        posterior given each guide draw, and recompute the deterministic sites."""
+        posterior given each guide draw (``gtr``: a guide trace, for the latents' names),
+        and recompute the deterministic sites."""
         model = handlers.substitute(self.model, data=self.params)
-        gtr = self._traces()[0]
         latents = {s["name"]: out[s["name"]] for s in sample_sites(gtr, observed=False)
                    if s["name"] in out}
         n = len(next(iter(out.values())))
@@ -201,7 +207,8 @@ class FitResult:
 
     def prior_sample(self, num_samples: int = 1000, key: Any = 0) -> dict[str, np.ndarray]:
         """Draws of the model's latent sites from the prior, ``[num_samples, ...]`` each."""
-        names = self.site_names()
+        gtr, mtr = self._traces()
+        names = _site_names(mtr)
         pred = Predictive(self.model, params=self.params, num_samples=num_samples,
                           return_sites=names, parallel=True)
         out = pred(as_key(key), *self.model_args, **self.model_kwargs)

@@ -236,14 +236,17 @@ def test_a_stranded_chain_is_found_and_restarted_at_a_good_chains_state():
     def logdensity(x):
         return -0.5 * jnp.sum(x**2)
 
+    def _strays_of(pos, fn):  # what the sampler records: each draw's log density
+        return _strays(jax.vmap(jax.vmap(fn))(jnp.asarray(pos)))
+
     rng = np.random.default_rng(0)
     pos = rng.normal(size=(200, 4, 5))  # [draws, chains, D]: four chains in the typical set
-    assert not _strays(pos, logdensity).any()
+    assert not _strays_of(pos, logdensity).any()
     pos[:, 2] = 40.0 + 1e-3 * rng.normal(size=(200, 5))  # one stuck far out, barely moving
-    stray = _strays(pos, logdensity)
+    stray = _strays_of(pos, logdensity)
     np.testing.assert_array_equal(stray, [False, False, True, False])
     pos[:, 1] = np.nan  # a non-finite log density is stranded too
-    np.testing.assert_array_equal(_strays(pos, logdensity), [False, True, True, False])
+    np.testing.assert_array_equal(_strays_of(pos, logdensity), [False, True, True, False])
     carry = (jnp.arange(4.0), jnp.arange(4.0) * 10, "imm")
     states, das, imm = _restart(carry, np.array([False, True, True, False]))
     np.testing.assert_array_equal(states, [0.0, 0.0, 3.0, 3.0])

@@ -181,7 +181,7 @@ def _make_advance(logdensity_fn, target_accept: float, max_num_doublings: int):
         da_new = da_update(da, info.acceptance_rate)
         da = jax.tree.map(lambda a, b: jnp.where(adapt, a, b), da_new, da)
         stats = (new.position, info.acceptance_rate, info.is_divergent,
-                 info.num_integration_steps, info.num_trajectory_expansions)
+                 info.num_integration_steps, info.num_trajectory_expansions, new.logdensity)
         return new, da, stats
 
     def advance(carry, keys, active, adapt):
@@ -200,7 +200,7 @@ def _make_advance(logdensity_fn, target_accept: float, max_num_doublings: int):
                 s, _ = c
                 n = s.position.shape[0]
                 zeros = (s.position, jnp.zeros(n), jnp.zeros(n, bool),
-                         jnp.zeros(n, jnp.int32), jnp.zeros(n, jnp.int32))
+                         jnp.zeros(n, jnp.int32), jnp.zeros(n, jnp.int32), s.logdensity)
                 return c, zeros
 
             return jax.lax.cond(act, run, skip, c)
@@ -287,7 +287,7 @@ def refine(result: FitResult, method: str = "nuts", num_samples: int = 1000, num
             continue
         carry, stats = run(carry, n, True)
         warm_evals += int(stats[3].sum())
-        stray = _strays(stats[0], problem.logdensity_fn)
+        stray = _strays(stats[5])
         if stray.any() and not stray.all():
             carry = _restart(carry, stray)
             restarted += int(stray.sum())
@@ -349,8 +349,9 @@ def _warn_if_unreliable(num_divergent: int, num_draws: int, max_rhat: float) -> 
         )
 
 
-def _strays(positions, logdensity_fn, width: float = 6.0) -> np.ndarray:
-    """Chains stranded away from the others: bool [chains] from warmup draws [n, chains, D].
+def _strays(logdensities, width: float = 6.0) -> np.ndarray:
+    """Chains stranded away from the others: bool [chains] from the log densities [n,
+    chains] of a warmup phase's draws (recorded by the compiled sampler).
 
     Over the second half of the phase, chain c is stranded when its median log density is
     more than ``width`` typical within-chain standard deviations of the log density below
@@ -360,8 +361,7 @@ def _strays(positions, logdensity_fn, width: float = 6.0) -> np.ndarray:
     (seen on eight schools under learned centering). A non-finite log density counts as
     -inf. Only a minority of chains can be told apart this way.
     """
-    half = jnp.asarray(positions[positions.shape[0] // 2:])
-    lp = np.asarray(jax.vmap(jax.vmap(logdensity_fn))(half), dtype=np.float64)
+    lp = np.asarray(logdensities[len(logdensities) // 2:], dtype=np.float64)
     lp = np.where(np.isfinite(lp), lp, -np.inf)
     med = np.median(lp, axis=0)
     with np.errstate(invalid="ignore"):
