@@ -676,8 +676,8 @@ def _fit_boosted(model, model_args, model_kwargs, spec, num_steps, key, progress
         raise ArgumentError("num_steps", f"expected a positive int, got {num_steps!r}.")
     settings = (spec.settings or Settings())._replace(first_steps=int(num_steps))
     res = boost(model, *model_args, num_components=spec.num_components,
-                step_size=spec.step_size, variant=spec.variant, key=key, progress=progress,
-                settings=settings, **model_kwargs)
+                step_size=spec.step_size, variant=spec.variant, family=spec.family, key=key,
+                progress=progress, settings=settings, **model_kwargs)
     return res.as_fit_result()
 
 

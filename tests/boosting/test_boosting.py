@@ -10,15 +10,21 @@ import pytest
 import vi_ext as vx
 from models import eight_schools
 from vi_ext.boosting import mixture as mx
+from vi_ext.boosting.target import FunctionDensity
 
 FAST = vx.boosting.Settings(first_steps=300, relbo_steps=50, num_samples=256, candidates=64)
 
 
+def _p(loc, scale):
+    """A diagonal Gaussian member's params."""
+    return {"loc": jnp.asarray(loc, jnp.float32),
+            "log_scale": jnp.log(jnp.asarray(scale, jnp.float32))}
+
+
 def _two():
     mix = mx.empty(3, 2)
-    mix = mx.add(mix, 0, jnp.array([0.0, 1.0]), jnp.log(jnp.array([1.0, 0.5])), jnp.array(1.0))
-    return mx.add(mix, 1, jnp.array([2.0, -1.0]), jnp.log(jnp.array([0.3, 2.0])),
-                  jnp.array(0.25))
+    mix = mx.add(mix, 0, _p([0.0, 1.0], [1.0, 0.5]), jnp.array(1.0))
+    return mx.add(mix, 1, _p([2.0, -1.0], [0.3, 2.0]), jnp.array(0.25))
 
 
 def test_mixture_density_is_exact_and_weights_stay_on_the_simplex():
@@ -32,7 +38,7 @@ def test_mixture_density_is_exact_and_weights_stay_on_the_simplex():
         + 0.25 * np.exp(np.asarray(dist.Normal(jnp.array([2.0, -1.0]), jnp.array([0.3, 2.0]))
                                    .log_prob(z).sum(-1))))
     np.testing.assert_allclose(mx.log_prob(mix, z), manual, rtol=1e-5)
-    mix3 = mx.add(mix, 2, jnp.zeros(2), jnp.zeros(2), jnp.array(0.4))
+    mix3 = mx.add(mix, 2, _p([0.0, 0.0], [1.0, 1.0]), jnp.array(0.4))
     assert abs(float(jnp.sum(mix3.weights)) - 1.0) < 1e-6 and int(mix3.num_active) == 3
 
 
@@ -48,9 +54,9 @@ def test_mixture_samples_have_the_mixture_moments():
 
 
 def test_l2_distance_matches_quadrature():
-    p = mx.single(jnp.array([0.0]), jnp.log(jnp.array([1.0])))
-    q = mx.add(mx.add(mx.empty(2, 1), 0, jnp.array([1.0]), jnp.log(jnp.array([0.5])),
-                      jnp.array(1.0)), 1, jnp.array([-2.0]), jnp.zeros(1), jnp.array(0.3))
+    p = mx.single(_p([0.0], [1.0]))
+    q = mx.add(mx.add(mx.empty(2, 1), 0, _p([1.0], [0.5]), jnp.array(1.0)), 1,
+               _p([-2.0], [1.0]), jnp.array(0.3))
     grid = jnp.linspace(-12, 12, 20001)[:, None]
     diff = jnp.exp(mx.log_prob(p, grid)) - jnp.exp(mx.log_prob(q, grid))
     numeric = float(jnp.sum(diff**2) * (grid[1, 0] - grid[0, 0]))
@@ -139,14 +145,14 @@ def test_boosting_a_bimodal_target_beats_the_best_single_gaussian():
     # target, so KL(q || p) = -ELBO is computed by quadrature
     res = vx.boosting.boost(None, log_density=_bimodal, dim=1, num_components=4,
                             step_size="line_search", progress=False, key=0)
-    single = mx.single(res.mixture.locs[0], res.mixture.log_scales[0])
+    single = mx.single(res.mixture.component(0))
     kl_single = _kl_on_grid(lambda z: mx.log_prob(single, z))
     kl_mix = _kl_on_grid(res.log_density)
     assert kl_single > 0.3
     assert kl_mix < 0.25 * kl_single
     # the missed mode was found
     active = np.asarray(res.mixture.weights) > 0
-    locs = np.asarray(res.mixture.locs[:, 0])[active]
+    locs = np.asarray(res.mixture.params["loc"][:, 0])[active]
     assert np.any(np.abs(locs + 2.5) < 0.5) and np.any(np.abs(locs - 2.0) < 0.5)
 
 
@@ -166,7 +172,7 @@ def test_multimodal_models_are_normalized_and_boostable():
 
 def test_the_mixture_as_a_numpyro_guide_has_fit_results_surface(boosted):
     fr = boosted.as_fit_result()
-    assert set(fr.params) == {"boost_log_weights", "boost_locs", "boost_log_scales"}
+    assert set(fr.params) == {"boost_log_weights", "boost_loc", "boost_log_scale"}
     a, b = boosted.elbo(3000, key=1), fr.elbo(3000, key=2)
     assert abs(a.value - b.value) < 4 * np.hypot(a.se, b.se)
     draws = fr.sample(4000, key=3)
@@ -202,8 +208,8 @@ def test_an_away_step_drops_a_useless_component(rule):
         return dist.Normal(0.0, 1.0).log_prob(z[0])
 
     # q = 0.9 N(0, 1) + 0.1 N(8, 0.5^2) for p = N(0, 1): the second component is all waste
-    mix = mx.add(mx.add(mx.empty(3, 1), 0, jnp.zeros(1), jnp.zeros(1), jnp.array(1.0)), 1,
-                 jnp.array([8.0]), jnp.log(jnp.array([0.5])), jnp.array(0.1))
+    mix = mx.add(mx.add(mx.empty(3, 1), 0, _p([0.0], [1.0]), jnp.array(1.0)), 1,
+                 _p([8.0], [0.5]), jnp.array(0.1))
     out = fw._try_away(target, mix, -1.0, rule, None, 2, fw.Settings(), jax.random.PRNGKey(0))
     new, gamma, kind = out[0], out[1], out[-1]
     assert kind == "drop" and abs(gamma - 0.1 / 0.9) < 1e-5
@@ -228,8 +234,8 @@ def test_boosting_with_away_steps_keeps_the_weights_on_the_simplex():
 
 def _wasteful_mixture():
     """q = 0.9 N(0, 1) + 0.1 N(8, 0.5^2) for p = N(0, 1): the second component is waste."""
-    return mx.add(mx.add(mx.empty(3, 1), 0, jnp.zeros(1), jnp.zeros(1), jnp.array(1.0)), 1,
-                  jnp.array([8.0]), jnp.log(jnp.array([0.5])), jnp.array(0.1))
+    return mx.add(mx.add(mx.empty(3, 1), 0, _p([0.0], [1.0]), jnp.array(1.0)), 1,
+                  _p([8.0], [0.5]), jnp.array(0.1))
 
 
 def _std_normal(z):
@@ -241,8 +247,8 @@ def test_a_pairwise_step_moves_the_wasted_weight_to_the_new_component(rule):
     from vi_ext.boosting import frank_wolfe as fw
 
     # the new component s = N(0.1, 1) (slot 2) is good: all of the waste's weight moves there
-    out = fw._pairwise(_std_normal, _wasteful_mixture(), 2, jnp.array([0.1]), jnp.zeros(1),
-                       rule, None, fw.Settings(), jax.random.PRNGKey(0))
+    out = fw._pairwise(_std_normal, _wasteful_mixture(), 2, _p([0.1], [1.0]), rule, None,
+                       fw.Settings(), jax.random.PRNGKey(0))
     new, gamma, kind = out[0], out[1], out[-1]
     assert kind == "pairwise_drop" and abs(gamma - 0.1) < 1e-5
     np.testing.assert_allclose(np.asarray(new.weights), [0.9, 0.0, 0.1], atol=1e-6)
@@ -253,8 +259,8 @@ def test_fully_corrective_weights_stay_on_the_simplex_and_improve_the_objective(
     from vi_ext.boosting import away
 
     mix = _wasteful_mixture()
-    mix = mix._replace(log_weights=jnp.log(jnp.array([0.5, 0.5, 0.0])))
-    draws = away.component_draws(_std_normal, mix, jax.random.PRNGKey(1), 512)
+    mix = mix.replace(log_weights=jnp.log(jnp.array([0.5, 0.5, 0.0])))
+    draws = away.component_draws(_std_normal, mix, jax.random.PRNGKey(1), n=512)
     lw = away.corrective_log_weights(draws, mix.log_weights)
     w = np.exp(np.asarray(lw))
     assert abs(w.sum() - 1.0) < 1e-6 and w[2] == 0.0 and w[0] > 0.99
@@ -293,10 +299,10 @@ def test_the_anchored_adaptive_step_is_not_tiny_where_the_papers_is():
         return jnp.logaddexp(dist.Normal(-3.0, 1.0).log_prob(z[0]),
                              dist.Normal(3.0, 1.0).log_prob(z[0])) + jnp.log(0.5)
 
-    mix = mx.add(mx.empty(2, 1), 0, jnp.array([-3.0]), jnp.zeros(1), jnp.array(1.0))
+    mix = mx.add(mx.empty(2, 1), 0, _p([-3.0], [1.0]), jnp.array(1.0))
     settings = fw.Settings()
-    est, log_d2 = fw._step_estimates(target, settings)(mix, jnp.array([3.0]), jnp.zeros(1),
-                                                         jax.random.PRNGKey(0))
+    est, log_d2 = fw._step_estimates(FunctionDensity(target), mix, _p([3.0], [1.0]),
+                                     jax.random.PRNGKey(0), settings=settings)
     f0, g = float(fw._objective(est, 0.0)), float(fw._gap(est))
     paper = fw._choose_step("adaptive", lambda gm: fw._objective(est, gm), g, f0,
                             float(log_d2), None, 1, settings)

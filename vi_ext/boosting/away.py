@@ -15,7 +15,8 @@ a component's weight goes to zero.
 
 The pairwise step q_gamma = q + gamma (c_s - c_v), 0 <= gamma <= w_v, moves weight from
 the away vertex v to the new component s; its gap is E_{c_v}[h0] - E_{c_s}[h0] and its
-direction's squared norm ||c_s - c_v||^2 is closed-form for Gaussians. The fully corrective
+direction's squared norm ||c_s - c_v||^2 is closed-form for Gaussians, and otherwise
+estimated by Monte Carlo from the same draws. The fully corrective
 variant re-optimizes the weights of the active components after every step, with the same
 stratified estimator.
 
@@ -25,6 +26,8 @@ Linear Convergence of Frank-Wolfe Optimization Variants", NeurIPS 2015.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -33,6 +36,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from vi_ext.boosting import mixture as mx
+from vi_ext.boosting.target import as_density
 
 
 class ComponentDraws(NamedTuple):
@@ -47,17 +51,41 @@ class ComponentDraws(NamedTuple):
     log_c: jax.Array
 
 
-def component_draws(log_target: Callable, mix: mx.Mixture, key: jax.Array,
+def component_draws(log_target: Callable, mix: mx.Mixture, key: jax.Array, *,
                     n: int) -> ComponentDraws:
-    """n draws from every slot of the mixture (empty slots too; their weight is 0)."""
-    T, D = mix.locs.shape
-    eps = jax.random.normal(key, (T, n, D))
-    z = mix.locs[:, None, :] + jnp.exp(mix.log_scales)[:, None, :] * eps
+    """n draws from every slot of the mixture (empty slots too; their weight is 0), with
+    the log target at each and the log density of every component at each."""
+    return _component_draws(as_density(log_target), mix, key, n=n)
+
+
+@functools.partial(jax.jit, static_argnames=("n",))
+def _component_draws(log_target, mix, key, *, n):
+    z = mx.component_sample(mix, key, n)  # [T, n, D]
     log_p = jax.vmap(jax.vmap(log_target))(z)
-    log_c = mx.gaussian_log_prob(z[:, :, None, :], mix.locs, mix.log_scales)  # [T, n, T]
+    log_c = mx.component_log_probs(mix, z)  # [T, n, T]
     return ComponentDraws(log_p, log_c)
 
 
+def log_sq_distance_away(draws: ComponentDraws, log_weights: jax.Array,
+                         v: jax.Array) -> jax.Array:
+    """Monte Carlo log ||q - c_v||^2 (the away direction's squared norm) from the
+    per-component draws: the draws of q are stratified over its components,
+    E_q[f] = sum_i w_i E_{c_i}[f] (see :func:`vi_ext.boosting.mixture.log_sq_distance_mc`)."""
+    log_q = logsumexp(draws.log_c + log_weights, axis=-1)  # [T, n]
+    f = mx.sq_distance_log_integrand(log_q, draws.log_c[:, :, v])  # [T, n]
+    per = logsumexp(f, axis=1) - math.log(f.shape[1])
+    at_q = logsumexp(jnp.where(jnp.isfinite(log_weights), log_weights + per, -jnp.inf))
+    return jnp.logaddexp(at_q, per[v]) - math.log(2.0)
+
+
+def log_sq_distance_pair(draws: ComponentDraws, s: jax.Array, v: jax.Array) -> jax.Array:
+    """Monte Carlo log ||c_s - c_v||^2 (the pairwise direction's squared norm) from the
+    draws of components s and v."""
+    return mx.log_sq_distance_mc(draws.log_c[s, :, s], draws.log_c[s, :, v],
+                                 draws.log_c[v, :, s], draws.log_c[v, :, v])
+
+
+@jax.jit
 def objective(draws: ComponentDraws, log_weights: jax.Array) -> jax.Array:
     """Stratified estimate of E_{q'}[log q' - log p] for the mixture with these weights."""
     log_q = logsumexp(draws.log_c + log_weights, axis=-1)  # [T, n]

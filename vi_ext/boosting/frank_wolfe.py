@@ -40,6 +40,7 @@ Inference With Locally Adaptive Step-Sizes", IJCAI 2021; Pedregosa, Negiar, Aska
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -54,7 +55,7 @@ from tqdm.auto import tqdm
 
 from vi_ext.boosting import away
 from vi_ext.boosting import mixture as mx
-from vi_ext.boosting.target import Target, from_model
+from vi_ext.boosting.target import from_function, from_model
 from vi_ext.errors import ArgumentError
 from vi_ext.keys import as_key
 
@@ -142,90 +143,93 @@ class BoostedMixture(NamedTuple):
         num_components: components to add.
         step_size: the step-size rule (see :func:`boost`).
         variant: ``"fw"``, ``"away"``, ``"pairwise"`` or ``"corrective"`` (see :func:`boost`).
+        family: the components' family (see :func:`boost`).
         settings: :class:`Settings`; ``first_steps`` is taken from fit's ``num_steps``.
     """
 
     num_components: int = 10
     step_size: str = "adaptive"
     variant: str = "fw"
+    family: str | mx.Family = "diag_normal"
     settings: Settings | None = None
 
 
-def _fit_component(log_target: Callable, settings: Settings, steps: int, learning_rate: float):
-    """Compiled oracle: (mixture, has_mixture, lam, init_loc, init_log_scale, key) ->
-    (loc, log_scale, relbo). Maximizes the RELBO with Adam in one lax.scan; a step whose
-    objective or gradient is non-finite is skipped (fit's guard)."""
+@functools.partial(jax.jit, static_argnames=("settings", "steps", "learning_rate"))
+def _oracle(density, mix, has_mix, lam, init, key, *, settings, steps, learning_rate):
+    """The linear minimization oracle: the member s of ``mix.family`` maximizing the RELBO,
+    by Adam from ``init`` in one lax.scan; returns (params, relbo). A step whose objective
+    or gradient is non-finite is skipped (fit's guard). Compiled once per target, family
+    and settings (``density`` is a pytree: a later call on the same model reuses it)."""
     opt = optax.adam(learning_rate)
+    family = mix.family
 
-    def relbo(params, mix, has_mix, lam, key):
-        loc, log_scale = params
-        eps = jax.random.normal(key, (settings.relbo_samples, loc.shape[0]))
-        z = loc + jnp.exp(log_scale) * eps
-        log_p = jax.vmap(log_target)(z)
+    def relbo(params, key):
+        z = mx.member_sample(family, params, key, settings.relbo_samples)
+        log_p = jax.vmap(density)(z)
         # (an empty mixture has only -inf weights: give the unused branch finite ones, or
         # its NaN gradient would leak through the where)
-        safe = mix._replace(log_weights=jnp.where(has_mix, mix.log_weights, 0.0))
+        safe = mix.replace(log_weights=jnp.where(has_mix, mix.log_weights, 0.0))
         log_q = jnp.where(has_mix, _defensive_log_prob(safe, z, settings), 0.0)
-        log_s = mx.gaussian_log_prob(z, loc, log_scale)
+        log_s = mx.member_log_prob(family, params, z)
         return jnp.mean(log_p - log_q - lam * log_s)
 
     grad = jax.value_and_grad(relbo)
 
-    @jax.jit
-    def run(mix, has_mix, lam, init_loc, init_log_scale, key):
-        params = (init_loc, init_log_scale)
+    def step(carry, k):
+        params, state = carry
+        value, g = grad(params, k)
+        g = jax.tree_util.tree_map(lambda x: -x, g)
+        ok = jnp.isfinite(value) & jnp.all(jnp.stack(
+            [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(g)]))
+        updates, new_state = opt.update(g, state, params)
+        new_params = optax.apply_updates(params, updates)
+        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+        return (jax.tree_util.tree_map(keep, new_params, params),
+                jax.tree_util.tree_map(keep, new_state, state)), value
 
-        def step(carry, k):
-            params, state = carry
-            value, g = grad(params, mix, has_mix, lam, k)
-            g = jax.tree_util.tree_map(lambda x: -x, g)
-            ok = jnp.isfinite(value) & jnp.all(jnp.stack(
-                [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(g)]))
-            updates, new_state = opt.update(g, state, params)
-            new_params = optax.apply_updates(params, updates)
-            keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-            return (jax.tree_util.tree_map(keep, new_params, params),
-                    jax.tree_util.tree_map(keep, new_state, state)), value
-
-        keys = jax.random.split(key, steps)
-        (params, _), values = jax.lax.scan(step, (params, opt.init(params)), keys)
-        tail = values[-max(1, steps // 10):]
-        return params[0], params[1], jnp.nanmean(tail)
-
-    return run
+    keys = jax.random.split(key, steps)
+    (params, _), values = jax.lax.scan(step, (init, opt.init(init)), keys)
+    tail = values[-max(1, steps // 10):]
+    return params, jnp.nanmean(tail)
 
 
 def _defensive_log_prob(mix: mx.Mixture, z: jax.Array, settings: Settings) -> jax.Array:
-    """log((1 - rho) q_t(z) + rho r(z)), r a Gaussian ``defensive_width`` times as wide as
-    q_t (moment-matched): the oracle's residual log p - log q_t then stays bounded in the
-    tails (defensive importance sampling, Hesterberg, 1995)."""
+    """log((1 - rho) q_t(z) + rho r(z)), r a diagonal Gaussian ``defensive_width`` times as
+    wide as q_t (moment-matched): the oracle's residual log p - log q_t then stays bounded
+    in the tails (defensive importance sampling, Hesterberg, 1995)."""
     w = mix.weights / jnp.sum(mix.weights)
-    mean = jnp.sum(w[:, None] * mix.locs, axis=0)
-    var = jnp.sum(w[:, None] * (jnp.exp(2 * mix.log_scales) + (mix.locs - mean) ** 2), axis=0)
-    log_r = mx.gaussian_log_prob(z, mean, 0.5 * jnp.log(var) + jnp.log(settings.defensive_width))
+    means, variances = mx.moments(mix)
+    mean = jnp.sum(w[:, None] * means, axis=0)
+    var = jnp.sum(w[:, None] * (variances + (means - mean) ** 2), axis=0)
+    r = {"loc": mean, "log_scale": 0.5 * jnp.log(var) + jnp.log(settings.defensive_width)}
+    log_r = mx.member_log_prob(mx.diag_normal, r, z)
     rho = settings.defensive_weight
     return jnp.logaddexp(jnp.log1p(-rho) + mx.log_prob(mix, z), jnp.log(rho) + log_r)
 
 
-def _step_estimates(log_target: Callable, settings: Settings):
-    """Compiled: draws from q_t and s_t, and what f(q_t + gamma d) needs at each."""
+@functools.partial(jax.jit, static_argnames=("settings",))
+def _step_estimates(density, mix, params, key, *, settings):
+    """Draws from q_t and from s (``params``), what f(q_t + gamma d) needs at each, and
+    log ||s - q_t||^2 (closed form for Gaussian families, else Monte Carlo from the same
+    draws)."""
+    kq, ks = jax.random.split(key)
+    n = settings.num_samples
+    family = mix.family
+    zq = mx.sample(mix, kq, n)
+    zs = mx.member_sample(family, params, ks, n)
+    out = {}
+    for name, z in (("q", zq), ("s", zs)):
+        out[name] = (jax.vmap(density)(z), mx.log_prob(mix, z),
+                     mx.member_log_prob(family, params, z))
+    if mx.has_closed_form(family):
+        log_d2 = mx.log_sq_distance(mx.single(params, family), mix)
+    else:
+        (_, lq_q, ls_q), (_, lq_s, ls_s) = out["q"], out["s"]
+        log_d2 = mx.log_sq_distance_mc(ls_s, lq_s, ls_q, lq_q)
+    return out, log_d2
 
-    @jax.jit
-    def run(mix, loc, log_scale, key):
-        kq, ks = jax.random.split(key)
-        n = settings.num_samples
-        zq = mx.sample(mix, kq, n)
-        zs = loc + jnp.exp(log_scale) * jax.random.normal(ks, (n, loc.shape[0]))
-        out = {}
-        for name, z in (("q", zq), ("s", zs)):
-            out[name] = (jax.vmap(log_target)(z), mx.log_prob(mix, z),
-                         mx.gaussian_log_prob(z, loc, log_scale))
-        comp = mx.single(loc, log_scale)
-        return out, mx.log_sq_distance(comp, mix)
 
-    return run
-
-
+@jax.jit
 def _objective(est, gamma):
     """Monte Carlo f(q_gamma) - log Z = E_{q_gamma}[log q_gamma - log p] (common random
     numbers: the same draws for every gamma), stratified over the two mixture parts."""
@@ -389,6 +393,7 @@ def boost(
     num_components: int = 10,
     step_size: str = "adaptive",
     variant: str = "fw",
+    family: str | mx.Family = "diag_normal",
     key: Any = 0,
     progress: bool = True,
     settings: Settings | None = None,
@@ -396,7 +401,7 @@ def boost(
     dim: int | None = None,
     **model_kwargs: Any,
 ) -> BoostResult:
-    """Grow a mixture of diagonal Gaussians by Frank-Wolfe on KL(q || p).
+    """Grow a mixture by Frank-Wolfe on KL(q || p).
 
     Args:
         model: a NumPyro model with continuous latents (the mixture lives on its
@@ -412,6 +417,10 @@ def boost(
             drops the worst); ``"corrective"`` (after each Frank-Wolfe step, all weights
             re-optimized on the simplex). Away and pairwise steps need ``step_size`` other
             than ``"fixed"``.
+        family: the components' family: ``"diag_normal"`` (default), ``"full_normal"``
+            (full-rank Gaussians), ``"laplace"``, or any reparameterizable
+            :class:`~vi_ext.boosting.mixture.Family`. L2 distances are closed form for the
+            Gaussian families and Monte Carlo estimates (in log space) otherwise.
         key: an int seed or a JAX key.
         progress: a progress bar over components.
         settings: :class:`Settings` (RELBO steps, samples, backtracking constants).
@@ -440,14 +449,14 @@ def boost(
     else:
         if log_density is None or not isinstance(dim, int) or dim < 1:
             raise ArgumentError("log_density", "with model=None pass log_density=f and dim=D.")
-        target = Target(log_density, dim, jnp.zeros(dim), lambda z: {"z": z},
-                        lambda z: {"z": z})
-    fit_first = _fit_component(target.log_density, settings, settings.first_steps,
-                               settings.first_learning_rate)
-    fit_component = _fit_component(target.log_density, settings, settings.relbo_steps,
-                                   settings.relbo_learning_rate)
-    estimates = _step_estimates(target.log_density, settings)
-    mix = mx.empty(num_components, target.dim)
+        target = from_function(log_density, dim)
+    family = mx.get_family(family, target.dim)
+    density = target.log_density
+    first = functools.partial(_oracle, settings=settings, steps=settings.first_steps,
+                              learning_rate=settings.first_learning_rate)
+    later = functools.partial(_oracle, settings=settings, steps=settings.relbo_steps,
+                              learning_rate=settings.relbo_learning_rate)
+    mix = mx.empty(num_components, target.dim, family)
     history: list[dict] = []
     log_L = None
     bar = tqdm(total=num_components, disable=not progress, desc=f"boost ({step_size})")
@@ -456,28 +465,31 @@ def boost(
             t0 = time.perf_counter()
             key, k_init, k_fit, k_est, k_away = jax.random.split(key, 5)
             lam = 1.0 / math.sqrt(t + 1)
-            init_loc, init_log_scale = _initial_component(target, mix, t, k_init, settings)
-            oracle = fit_first if t == 0 else fit_component
-            loc, log_scale, relbo = oracle(mix, t > 0, lam, init_loc, init_log_scale, k_fit)
             if t == 0:
-                mix = mx.add(mix, 0, loc, log_scale, jnp.array(1.0))
-                est, _ = estimates(mix, loc, log_scale, k_est)
+                init = family.init(target.init, jnp.full(target.dim, jnp.log(0.1)))
+            else:
+                init = _initial_component(density, mix, k_init, settings=settings)
+            oracle = first if t == 0 else later
+            params, relbo = oracle(density, mix, t > 0, lam, init, k_fit)
+            if t == 0:
+                mix = mx.add(mix, 0, params, jnp.array(1.0))
+                est, _ = _step_estimates(density, mix, params, k_est, settings=settings)
                 f_after = float(_objective(est, 0.0))
                 row = {"component": 1, "gap": float("nan"), "gamma": 1.0, "log_L": None,
                        "tries": 0, "fallback": False, "f_before": float("nan"),
                        "f_after": f_after, "bound": float("nan")}
             else:
-                est, log_d2 = estimates(mix, loc, log_scale, k_est)
+                est, log_d2 = _step_estimates(density, mix, params, k_est, settings=settings)
                 g = float(_gap(est))
                 f0 = float(_objective(est, 0.0))
                 row = {"component": t + 1, "gap": g, "f_before": f0}
                 away_step = None
                 if variant == "pairwise":
-                    away_step = _pairwise(target.log_density, mix, t, loc, log_scale,
-                                          step_size, log_L, settings, k_away)
-                elif variant == "away" and int(mix.num_active) >= 2:
-                    away_step = _try_away(target.log_density, mix, g, step_size, log_L, t,
+                    away_step = _pairwise(density, mix, t, params, step_size, log_L,
                                           settings, k_away)
+                elif variant == "away" and int(mix.num_active) >= 2:
+                    away_step = _try_away(density, mix, g, step_size, log_L, t, settings,
+                                          k_away)
                 if away_step is not None:
                     mix, gamma, tries, fallback, log_L, bound, f0, f_after, kind = away_step
                     row.update(f_before=f0, step=kind)
@@ -488,12 +500,12 @@ def boost(
                     f_after = float(_objective(est, gamma))
                     row.update(step="frank_wolfe")
                     if gamma > 0:
-                        mix = mx.add(mix, t, loc, log_scale, jnp.asarray(gamma))
+                        mix = mx.add(mix, t, params, jnp.asarray(gamma))
                     if variant == "corrective" and int(mix.num_active) >= 2:
-                        draws = away.component_draws(target.log_density, mix, k_away,
-                                                     settings.num_samples)
+                        draws = away.component_draws(density, mix, k_away,
+                                                     n=settings.num_samples)
                         lw = away.corrective_log_weights(draws, mix.log_weights)
-                        mix = mix._replace(log_weights=lw)
+                        mix = mix.replace(log_weights=lw)
                         row.update(step="fully_corrective",
                                    f_after_step=f_after)
                         f_after = float(away.objective(draws, lw))
@@ -513,7 +525,7 @@ def boost(
 def _try_away(log_target, mix, g_fw, rule, log_L, t, settings, key):
     """The away step, if its gap beats the Frank-Wolfe gap: (mixture, gamma, tries,
     fallback, log_L, bound, f_before, f_after, kind) or None."""
-    draws = away.component_draws(log_target, mix, key, settings.num_samples)
+    draws = away.component_draws(log_target, mix, key, n=settings.num_samples)
     v, g_a = away.away_vertex(draws, mix.log_weights)
     g_a = float(g_a)
     if not (g_a > g_fw) or not math.isfinite(g_a):
@@ -525,23 +537,25 @@ def _try_away(log_target, mix, g_fw, rule, log_L, t, settings, key):
         return away.objective(draws, away.away_log_weights(lw, v, gm))
 
     f0 = float(F(0.0))
-    comp = mx.single(mix.locs[v], mix.log_scales[v])
-    log_d2 = float(mx.log_sq_distance(mix, comp))
+    if mx.has_closed_form(mix.family):
+        log_d2 = float(mx.log_sq_distance(mix, mx.single(mix.component(v), mix.family)))
+    else:
+        log_d2 = float(away.log_sq_distance_away(draws, lw, v))
     gamma, tries, fallback, log_L, bound = _choose_step(rule, F, g_a, f0, log_d2, log_L, t,
                                                         settings, cap=cap)
     f_after = float(F(gamma))
     kind = "drop" if gamma >= cap * (1 - 1e-6) else "away"
     if gamma > 0:
-        mix = mix._replace(log_weights=away.away_log_weights(lw, v, jnp.asarray(gamma)))
+        mix = mix.replace(log_weights=away.away_log_weights(lw, v, jnp.asarray(gamma)))
     return mix, gamma, tries, fallback, log_L, bound, f0, f_after, kind
 
 
-def _pairwise(log_target, mix, t, loc, log_scale, rule, log_L, settings, key):
-    """The pairwise step from the away vertex to the new component s (slot t): (mixture,
-    gamma, tries, fallback, log_L, bound, f_before, f_after, kind). With one active
-    component it is the Frank-Wolfe step."""
-    base = mx.add(mix, t, loc, log_scale, jnp.asarray(0.0))  # s written in, weight 0
-    draws = away.component_draws(log_target, base, key, settings.num_samples)
+def _pairwise(log_target, mix, t, params, rule, log_L, settings, key):
+    """The pairwise step from the away vertex to the new component s (params, slot t):
+    (mixture, gamma, tries, fallback, log_L, bound, f_before, f_after, kind). With one
+    active component it is the Frank-Wolfe step."""
+    base = mx.add(mix, t, params, jnp.asarray(0.0))  # s written in, weight 0
+    draws = away.component_draws(log_target, base, key, n=settings.num_samples)
     s = jnp.asarray(t)
     v, g_p = away.pairwise_vertex(draws, base.log_weights, s)
     lw = base.log_weights
@@ -551,30 +565,33 @@ def _pairwise(log_target, mix, t, loc, log_scale, rule, log_L, settings, key):
         return away.objective(draws, away.pairwise_log_weights(lw, s, v, gm))
 
     f0 = float(F(0.0))
-    log_d2 = float(mx.log_sq_distance(mx.single(loc, log_scale),
-                                      mx.single(base.locs[v], base.log_scales[v])))
+    if mx.has_closed_form(base.family):
+        log_d2 = float(mx.log_sq_distance(mx.single(params, base.family),
+                                          mx.single(base.component(v), base.family)))
+    else:
+        log_d2 = float(away.log_sq_distance_pair(draws, s, v))
     # like the Frank-Wolfe step, this one adds mass where q may have none
     gamma, tries, fallback, log_L, bound = _adding_step(rule, F, float(g_p), f0, log_d2,
                                                         log_L, t, settings, cap=cap)
     f_after = float(F(gamma))
     kind = "pairwise_drop" if gamma >= cap * (1 - 1e-6) else "pairwise"
     if gamma > 0:
-        mix = base._replace(log_weights=away.pairwise_log_weights(lw, s, v,
+        mix = base.replace(log_weights=away.pairwise_log_weights(lw, s, v,
                                                                   jnp.asarray(gamma)))
     return mix, gamma, tries, fallback, log_L, bound, f0, f_after, kind
 
 
-def _initial_component(target, mix, t, key, settings):
-    """Where the oracle starts: the first component at the prior medians; later ones at the
-    draw, among ``candidates`` from q_t widened threefold, with the largest residual
-    log p - log q_t, with q_t's typical scale."""
-    if t == 0:
-        return target.init, jnp.full(target.dim, jnp.log(0.1))
+@functools.partial(jax.jit, static_argnames=("settings",))
+def _initial_component(density, mix, key, *, settings):
+    """Where the oracle starts for a later component: the draw, among ``candidates`` from
+    q_t's components widened threefold about their means, with the largest residual
+    log p - log q_t, with q_t's typical per-coordinate scale."""
     k1, k2 = jax.random.split(key)
     c = jax.random.categorical(k1, mix.log_weights, shape=(settings.candidates,))
-    z = mix.locs[c] + 3.0 * jnp.exp(mix.log_scales[c]) * jax.random.normal(
-        k2, (settings.candidates, target.dim))
-    log_p = jax.vmap(target.log_density)(z)
+    means, variances = mx.moments(mix)
+    x = mix.family.distribution(mix.component(c)).sample(k2)
+    z = means[c] + 3.0 * (x - means[c])
+    log_p = jax.vmap(density)(z)
     resid = log_p - mx.log_prob(mix, z)
     # only where the target has mass: within init_window nats of the best candidate's log p
     # (far in the tails log p - log q_t grows without bound where q_t decays faster than p)
@@ -582,8 +599,8 @@ def _initial_component(target, mix, t, key, settings):
     resid = jnp.where(jnp.isfinite(resid) & near, resid, -jnp.inf)
     best = z[jnp.argmax(resid)]
     w = mix.weights
-    log_scale = jnp.sum(w[:, None] * mix.log_scales, axis=0) / jnp.sum(w)
-    return best, log_scale
+    log_scale = jnp.sum(w[:, None] * 0.5 * jnp.log(variances), axis=0) / jnp.sum(w)
+    return mix.family.init(best, log_scale)
 
 
 def _adding_step(rule, F, g, f0, log_d2, log_L, t, settings, cap=1.0):
