@@ -6,7 +6,7 @@ site with ``estimators={"z": ...}`` or ``infer={"estimator": ...}`` in the guide
 
 from vi_ext.estimators.base import Site, Strategy, is_strategy
 from vi_ext.estimators.defaults import default_strategy
-from vi_ext.estimators.enum import Enum, enum
+from vi_ext.estimators.enum import Enum, LocalEnum, enum, local_enum
 from vi_ext.estimators.mvd import MVD, mvd
 from vi_ext.estimators.reinforce import Reinforce, reinforce
 from vi_ext.estimators.reparam import Reparam, dreg, reparam, stl
@@ -14,6 +14,7 @@ from vi_ext.estimators.reparam import Reparam, dreg, reparam, stl
 __all__ = [
     "MVD",
     "Enum",
+    "LocalEnum",
     "Reinforce",
     "Reparam",
     "Site",
@@ -23,6 +24,7 @@ __all__ = [
     "enum",
     "mvd",
     "is_strategy",
+    "local_enum",
     "reinforce",
     "reparam",
     "stl",

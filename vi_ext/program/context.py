@@ -74,6 +74,8 @@ class Frame:
         self.visited_sites: set[str] = set()
         # sites drawn by stl() or dreg(): name -> (strategy name, particle depth of the draw)
         self.path_sites: dict[str, tuple[str, int]] = {}
+        # guide sites drawn by local_enum(): their expectation is taken in sim and density
+        self.local_enum_sites: set[str] = set()
 
     def next_key(self) -> jax.Array:
         """A fresh key, the ``i``-th fold of the frame's key for the ``i``-th call."""

@@ -50,17 +50,21 @@ def max_plate_nesting(trace: Mapping[str, dict]) -> int:
 
 
 class EnumerateSites(Messenger):
-    """Set each enumerated site not in ``provided`` to its support, along its own batch
-    dimension (``first_dim``, ``first_dim - 1``, ... in order of appearance)."""
+    """Set each enumerated site not in ``provided``, and each latent site named in ``also``,
+    to its support, along its own batch dimension (``first_dim``, ``first_dim - 1``, ... in
+    order of appearance)."""
 
-    def __init__(self, fn, provided, first_dim: int):
+    def __init__(self, fn, provided, first_dim: int, also=()):
         self.provided = provided
         self.first_dim = first_dim
+        self.also = frozenset(also)
         self.dims: dict[str, tuple[int, int]] = {}  # name -> (batch dim, support size)
         super().__init__(fn)
 
     def process_message(self, msg):
-        if not is_enumerated(msg) or msg["name"] in self.provided:
+        wanted = is_enumerated(msg) or (msg["type"] == "sample" and msg["name"] in self.also
+                                        and not msg.get("is_observed"))
+        if not wanted or msg["name"] in self.provided:
             return
         name, fn = msg["name"], msg["fn"]
         if not getattr(fn, "has_enumerate_support", False):
@@ -124,13 +128,19 @@ def _to_site_shape(lp, site):
 
 
 def summed_log_density(trace: Mapping[str, dict], dims: Mapping[str, tuple[int, int]],
-                       provided) -> jnp.ndarray:
+                       provided, expected: Mapping | None = None) -> jnp.ndarray:
     """log p of a trace run under :class:`EnumerateSites`: factors without an enumerated
     dimension are summed; those with one are grouped by it, log-sum-exp'ed over it, then
-    summed (scaled by their plate's subsampling scale)."""
+    summed (scaled by their plate's subsampling scale). For a site in ``expected`` (name ->
+    the guide's distribution there, a ``local_enum()`` site) the group is averaged over the
+    dimension under the guide's probabilities instead: sum_k q_n(k) log f_n(k)."""
+    expected = expected or {}
     total, groups, scales = _factor_groups(trace, dims, provided)
     for e, acc in groups.items():
-        out = logsumexp(acc, axis=dims[e][0])
+        if e in expected:
+            out = _expectation(expected[e], trace[e]["value"], acc, dims[e][0])
+        else:
+            out = logsumexp(acc, axis=dims[e][0])
         scale = scales.get(e)
         if scale is not None and not is_identically_one(scale):
             out = scale * out
@@ -138,9 +148,59 @@ def summed_log_density(trace: Mapping[str, dict], dims: Mapping[str, tuple[int, 
     return total
 
 
-def run(fn, values: Mapping, key, *args, **kwargs) -> tuple[dict, dict | None, dict]:
+def _expectation(guide_fn, support, acc, dim):
+    """sum_k q_n(k) acc[k, n] over the enumeration dimension ``dim``: the guide's
+    probabilities at the laid-out ``support``, broadcast against the factor group."""
+    log_q = guide_fn.log_prob(support)
+    return jnp.sum(jnp.exp(log_q) * acc, axis=dim)
+
+
+def expected_log_prob(site: dict) -> jnp.ndarray:
+    """E_q[log q] of a ``local_enum()`` guide site, position by position and summed (with
+    its plate scale): sum_n sum_k q_n(k) log q_n(k), minus its entropy."""
+    fn = site["fn"]
+    support = jnp.reshape(fn.enumerate_support(expand=False), (-1,))
+    log_q = fn.log_prob(jnp.reshape(support, (-1,) + (1,) * len(fn.batch_shape)))
+    out = jnp.sum(jnp.where(jnp.isfinite(log_q), jnp.exp(log_q) * log_q, 0.0), axis=0)
+    scale = site.get("scale")
+    if scale is not None and not is_identically_one(scale):
+        out = scale * out
+    return jnp.sum(out)
+
+
+def check_leaves(guide, trace: Mapping[str, dict], enumerated, key, *args, **kwargs) -> None:
+    """Refuse, naming it, a guide site that depends on a ``local_enum()`` site: the guide
+    is traced again with each such site set to its support along its own dimension, and a
+    site whose distribution then broadcasts over that dimension depends on it."""
+    from numpyro import handlers
+
+    first = -max_plate_nesting(trace) - 1
+    laid, dims = {}, {}
+    for i, name in enumerate(enumerated):
+        fn = trace[name]["fn"]
+        support = jnp.reshape(fn.enumerate_support(expand=False), (-1,))
+        dims[name] = (first - i, int(support.shape[0]))
+        laid[name] = jnp.reshape(support, (-1,) + (1,) * (i - first - 1))
+    with handlers.block():
+        again = handlers.trace(handlers.seed(handlers.condition(guide, data=laid),
+                                             rng_seed=key)).get_trace(*args, **kwargs)
+    for s in again.values():
+        if s["type"] != "sample" or s.get("is_observed"):
+            continue
+        shape = tuple(s["fn"].batch_shape)
+        for e, (dim, size) in dims.items():
+            if e != s["name"] and size > 1 and len(shape) >= -dim and shape[dim] == size:
+                raise SiteError(e, f"the guide site {s['name']!r} depends on this site, which "
+                                "local_enum() needs to be a leaf of the guide (nothing "
+                                "drawn after it may use its value). Use enum() (joint "
+                                "enumeration), mvd() or reinforce() for it.")
+
+
+def run(fn, values: Mapping, key, args=(), kwargs=None,
+        also=()) -> tuple[dict, dict | None, dict]:
     """Trace ``fn`` (a model already conditioned on ``values``) once; when it has enumerated
-    sites not in ``values``, trace it again with their supports laid out.
+    sites not in ``values``, or sites named in ``also`` (``local_enum()`` guide sites),
+    trace it again with their supports laid out.
 
     Returns:
         the plain trace, the enumerated trace (None without enumerated sites), and
@@ -148,10 +208,16 @@ def run(fn, values: Mapping, key, *args, **kwargs) -> tuple[dict, dict | None, d
     """
     from numpyro import handlers
 
+    kwargs = kwargs or {}
     trace = handlers.trace(handlers.seed(fn, rng_seed=key)).get_trace(*args, **kwargs)
-    if not any(is_enumerated(s) and s["name"] not in values for s in trace.values()):
+    if not also and not any(is_enumerated(s) and s["name"] not in values
+                            for s in trace.values()):
         return trace, None, {}
-    enum = EnumerateSites(fn, values, -max_plate_nesting(trace) - 1)
+    missing = [n for n in also if n not in trace]
+    if missing:
+        raise SiteError(missing[0], "the guide draws this site with local_enum() but the "
+                        "model has no latent site of that name.")
+    enum = EnumerateSites(fn, values, -max_plate_nesting(trace) - 1, also)
     etrace = handlers.trace(handlers.seed(enum, rng_seed=key)).get_trace(*args, **kwargs)
     return trace, etrace, enum.dims
 
@@ -162,7 +228,7 @@ def model_log_density(model, values: Mapping, key, *args, **kwargs) -> jnp.ndarr
     from numpyro import handlers
 
     fn = handlers.condition(model, data=dict(values))
-    trace, etrace, dims = run(fn, values, key, *args, **kwargs)
+    trace, etrace, dims = run(fn, values, key, args, kwargs)
     if etrace is not None:
         return summed_log_density(etrace, dims, values)
     return sum((site_log_prob(s) for s in trace.values() if s["type"] == "sample"),
@@ -176,7 +242,7 @@ def posterior_draws(model, values: Mapping, key, *args, **kwargs) -> dict:
     from numpyro import handlers
 
     fn = handlers.condition(model, data=dict(values))
-    trace, etrace, dims = run(fn, values, key, *args, **kwargs)
+    trace, etrace, dims = run(fn, values, key, args, kwargs)
     if etrace is None:
         return {}
     _, groups, _ = _factor_groups(etrace, dims, values)

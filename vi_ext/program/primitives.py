@@ -39,8 +39,8 @@ from vi_ext.errors import SiteError
 from vi_ext.estimators.base import Site, is_strategy
 from vi_ext.estimators.defaults import default_strategy
 from vi_ext.program.context import _STACK, Frame, current_frame
+from vi_ext.program.enumerate import check_leaves, expected_log_prob, summed_log_density
 from vi_ext.program.enumerate import run as run_enumerated
-from vi_ext.program.enumerate import summed_log_density
 from vi_ext.program.records import LogMeanExpRecord
 from vi_ext.program.sites import sample_sites, site_log_prob
 from vi_ext.sharding import constrain_particles
@@ -56,12 +56,17 @@ class Choices(NamedTuple):
         subsamples: plate name -> the indices a subsampling plate of the guide drew
             (``plate(name, N, subsample_size=B)``); :func:`density` gives the model's plate
             of that name the same indices, as NumPyro's ``replay`` does.
+        enumerated: site name -> the guide's distribution at a site drawn with
+            ``local_enum()``: its value in ``values`` is a placeholder, ``log_density``
+            holds E_q[log q] for it, and :func:`density` takes the model's expectation over
+            it position by position.
     """
 
     values: dict[str, jax.Array]
     log_density: jax.Array
     site_log_densities: dict[str, jax.Array] = {}
     subsamples: dict[str, jax.Array] = {}
+    enumerated: dict[str, Any] = {}
 
 
 class ReplayPlates(Messenger):
@@ -117,6 +122,9 @@ class StrategyMessenger(Messenger):
         msg["value"] = strategy.sample(site, key)
         if getattr(strategy, "stop_guide_params", False):
             msg["infer"] = {**(msg.get("infer") or {}), "_vx_stop_params": True}
+        if getattr(strategy, "local_enumeration", False):
+            msg["infer"] = {**(msg.get("infer") or {}), "_vx_local_enum": True}
+            self.frame.local_enum_sites.add(name)
 
 
 def sim(guide: Callable, *args: Any, **kwargs: Any) -> Choices:
@@ -136,8 +144,16 @@ def sim(guide: Callable, *args: Any, **kwargs: Any) -> Choices:
     fn = handlers.seed(fn, rng_seed=frame.next_key())
     trace = handlers.trace(fn).get_trace(*args, **kwargs)
     values = {s["name"]: s["value"] for s in sample_sites(trace, observed=False)}
+    enumerated = {s["name"]: s["fn"] for s in sample_sites(trace, observed=False)
+                  if (s.get("infer") or {}).get("_vx_local_enum")}
+    if enumerated:
+        check_leaves(handlers.substitute(guide, data=frame.params), trace, enumerated,
+                     frame.next_key(), *args, **kwargs)
     per_site = {}
     for s in sample_sites(trace, observed=False):
+        if s["name"] in enumerated:
+            per_site[s["name"]] = expected_log_prob(s)
+            continue
         if (s.get("infer") or {}).get("_vx_stop_params"):
             # sticking the landing: log q's parameters are constants, the draw is not
             s = {**s, "fn": jax.tree_util.tree_map(jax.lax.stop_gradient, s["fn"])}
@@ -146,7 +162,7 @@ def sim(guide: Callable, *args: Any, **kwargs: Any) -> Choices:
     subsamples = {s["name"]: s["value"] for s in trace.values()
                   if s["type"] == "plate" and s["args"][1] is not None
                   and s["args"][0] != s["args"][1]}
-    return Choices(values, log_q, per_site, subsamples)
+    return Choices(values, log_q, per_site, subsamples, enumerated)
 
 
 def density(
@@ -156,7 +172,9 @@ def density(
 
     Observed sites contribute their likelihood; plate subsampling scales apply. Model sites
     marked ``infer={"enumerate": "parallel"}`` that ``choices`` lacks are summed out exactly,
-    plate by plate (:mod:`vi_ext.program.enumerate`).
+    plate by plate (:mod:`vi_ext.program.enumerate`); for guide sites drawn with
+    ``local_enum()`` the model's factors that depend on them are averaged under the guide's
+    probabilities, position by position.
 
     Args:
         model: a NumPyro model.
@@ -171,13 +189,17 @@ def density(
     """
     frame = current_frame("density")
     values = dict(choices.values if isinstance(choices, Choices) else choices)
+    expected = dict(choices.enumerated) if isinstance(choices, Choices) else {}
+    for name in expected:  # local_enum() sites: their placeholder values are not used
+        values.pop(name)
     fn = handlers.substitute(model, data=frame.params)
     if isinstance(choices, Choices) and choices.subsamples:
         fn = ReplayPlates(fn, choices.subsamples)
     fn = handlers.condition(fn, data=values)
-    trace, etrace, dims = run_enumerated(fn, values, frame.next_key(), *args, **kwargs)
-    if etrace is not None:  # enumerated sites, summed out plate by plate
-        return summed_log_density(etrace, dims, values)
+    trace, etrace, dims = run_enumerated(fn, values, frame.next_key(), args, kwargs,
+                                         also=tuple(expected))
+    if etrace is not None:  # enumerated sites, summed out (or averaged) plate by plate
+        return summed_log_density(etrace, dims, values, expected)
     total = jnp.zeros(())
     for s in sample_sites(trace):
         name = s["name"]
@@ -230,6 +252,7 @@ def particles(num_particles: int, fn: Callable[..., Any], *args: Any, **kwargs: 
     for child in children[-1:]:
         parent.visited_sites |= child.visited_sites
         parent.path_sites.update(child.path_sites)
+        parent.local_enum_sites |= child.local_enum_sites
     parent.records.extend(records)
     return outs
 

@@ -95,6 +95,14 @@ def surrogate_fn(
                 "it must return a scalar estimate (average particles with jnp.mean or "
                 "logmeanexp).",
             )
+        if frame.local_enum_sites and objective.name != "elbo":
+            name = sorted(frame.local_enum_sites)[0]
+            raise SiteError(
+                name,
+                "local_enum() takes the expectation over this site inside log p - log q, "
+                f"which is exact for the ELBO only; objective '{objective.name}' is not linear "
+                "in it. Use enum() (joint enumeration), mvd() or reinforce() for this site.",
+            )
         unknown = set(estimators) - frame.visited_sites
         if unknown:
             name = sorted(unknown)[0]
