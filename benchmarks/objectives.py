@@ -236,6 +236,7 @@ def part_discrete(quick):
                                  x=x, estimators={"c": strategy})
 
     candidates = {
+        "vi_ext_local_enum": ours(vx.estimators.local_enum(), vx.objectives.elbo()),
         "vi_ext_mvd": ours(vx.estimators.mvd(), vx.objectives.elbo()),
         "vi_ext_reinforce": ours(vx.estimators.reinforce(), vx.objectives.elbo()),
         "vi_ext_reinforce_loo_iwae8": ours(vx.estimators.reinforce("loo"), vx.objectives.iwae(8)),
@@ -283,7 +284,8 @@ def part_discrete(quick):
     # --- wall time to a fixed ELBO on the mixture
     steps = 300 if quick else 1000
     runs = {}
-    for name, strat in {"vi_ext_mvd": vx.estimators.mvd(),
+    for name, strat in {"vi_ext_local_enum": vx.estimators.local_enum(),
+                        "vi_ext_mvd": vx.estimators.mvd(),
                         "vi_ext_reinforce_average": vx.estimators.reinforce("average")}.items():
         t = time.perf_counter()
         res = vx.fit(gaussian_mixture.model, guide=gaussian_mixture.guide, x=x,
