@@ -117,47 +117,46 @@ def make_step(
                                                     batch)
         finite = jnp.isfinite(loss) & _all_finite(grads)
         accept = active & finite
-        reject = active & ~finite
 
-        def update(_):
+        # one branch per outcome, not selects: the common accepted step runs only the update
+        # and its own bookkeeping (each scalar select is an op of its own in the compiled
+        # loop, which costs at the microsecond steps of small models)
+        def accepted(_):
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-            return optax.apply_updates(state.params, updates), opt_state
+            monitor = tuple(r.update(m, loss, grads) for r, m in zip(rules, state.monitor,
+                                                                      strict=True))
+            converged = state.converged
+            for r, m in zip(rules, monitor, strict=True):
+                converged = converged | r.converged(m)
+            return state._replace(
+                params=optax.apply_updates(state.params, updates),
+                opt_state=opt_state,
+                strategy_state=strategy_state,
+                monitor=monitor,
+                converged=converged,
+                key=key,
+                step=state.step + 1,
+                consecutive_rejected=jnp.zeros_like(state.consecutive_rejected),
+                run_start_step=jnp.full_like(state.run_start_step, -1),
+            )
 
-        def keep(_):
-            return state.params, state.opt_state
+        def not_accepted(_):
+            # a rejected step (active, non-finite) or an inactive one (nothing changes)
+            reject = active
+            starts_run = reject & (state.consecutive_rejected == 0)
+            count = reject.astype(jnp.int32)
+            return state._replace(
+                key=jnp.where(active, key, state.key),
+                step=state.step + active.astype(state.step.dtype),
+                num_rejected=state.num_rejected + count,
+                consecutive_rejected=state.consecutive_rejected + count,
+                first_rejected_step=jnp.where(reject & (state.first_rejected_step < 0),
+                                              state.step, state.first_rejected_step),
+                run_start_step=jnp.where(starts_run, state.step, state.run_start_step),
+                run_start_key=jnp.where(starts_run, sub, state.run_start_key),
+            )
 
-        # a branch, not a select: rejected steps skip the update, accepted ones pay nothing
-        params, opt_state = jax.lax.cond(accept, update, keep, None)
-        starts_run = reject & (state.consecutive_rejected == 0)
-        monitor = tuple(r.update(m, loss, grads) for r, m in zip(rules, state.monitor,
-                                                                  strict=True))
-        monitor = jax.tree_util.tree_map(lambda new, old: jnp.where(accept, new, old),
-                                         monitor, state.monitor)
-        converged = state.converged
-        for r, m in zip(rules, monitor, strict=True):
-            converged = converged | (accept & r.converged(m))
-        new_state = FitState(
-            params=params,
-            opt_state=opt_state,
-            strategy_state=jax.tree_util.tree_map(
-                lambda new, old: jnp.where(accept, new, old), strategy_state,
-                state.strategy_state),
-            monitor=monitor,
-            converged=converged,
-            key=jnp.where(active, key, state.key),
-            step=state.step + active.astype(state.step.dtype),
-            num_rejected=state.num_rejected + reject.astype(jnp.int32),
-            consecutive_rejected=jnp.where(
-                accept, 0, state.consecutive_rejected + reject.astype(jnp.int32)
-            ),
-            first_rejected_step=jnp.where(
-                reject & (state.first_rejected_step < 0), state.step, state.first_rejected_step
-            ),
-            run_start_step=jnp.where(
-                starts_run, state.step, jnp.where(accept, -1, state.run_start_step)
-            ),
-            run_start_key=jnp.where(starts_run, sub, state.run_start_key),
-        )
+        new_state = jax.lax.cond(accept, accepted, not_accepted, None)
         return new_state, jnp.where(active, loss, jnp.nan)
 
     return step
