@@ -109,7 +109,9 @@ def test_fixed_and_line_search_rules():
     for h in ls.history[1:]:  # the chosen step is the grid minimum: never above gamma = 0
         assert h["f_after"] <= h["f_before"] + 1e-6
     glob = vx.boosting.boost(None, log_density=_bimodal, dim=1, num_components=4,
-                             step_size="global", progress=False, settings=FAST)
+                             step_size="global", progress=False,
+                             settings=FAST._replace(entropy_weight=0.5))
+    assert [h["entropy_weight"] for h in glob.history] == [1.0, 0.5, 0.5, 0.5]
     curv = [h["log_L"] for h in glob.history[1:] if h["log_L"] is not None]
     assert curv and all(c == curv[0] for c in curv)  # one constant L
 
@@ -123,9 +125,14 @@ def test_bad_arguments():
     for bad, field in ((S(anchor=-0.1), "anchor"), (S(tau=0.5), "tau"), (S(eta=0.0), "eta"),
                        (S(relbo_steps=0), "relbo_steps"), (S(defensive_weight=1.0),
                                                            "defensive_weight"),
-                       (S(first_learning_rate="fast"), "first_learning_rate")):
+                       (S(first_learning_rate="fast"), "first_learning_rate"),
+                       (S(entropy_weight="big"), "entropy_weight")):
         with pytest.raises(vx.ArgumentError, match=f"'settings'.*settings.{field}"):
             vx.boosting.boost(eight_schools.model, settings=bad, **eight_schools.data())
+
+    with pytest.raises(vx.ArgumentError, match="entropy_weight gave lambda_1 = -1"):
+        vx.boosting.boost(None, log_density=_bimodal, dim=1, num_components=2, progress=False,
+                          settings=FAST._replace(entropy_weight=lambda t: -1.0))
 
     def discrete():
         numpyro.sample("c", dist.Bernoulli(0.3))

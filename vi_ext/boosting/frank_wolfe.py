@@ -5,7 +5,7 @@ With f(q) = KL(q || p) = E_q[log q - log p] + log Z, iteration t adds one compon
 1. **The linear minimization oracle** fits s_t = N(m, diag(sigma^2)) to the residual ELBO
 
        RELBO(s) = E_s[log p(x, z) - log q_t(z)] - lambda_t E_s[log s(z)],
-       lambda_t = 1 / sqrt(t + 1),
+       lambda_t = 1 / sqrt(t + 1)  (by default; see ``Settings.entropy_weight``),
 
    by stochastic gradient ascent (reparameterized, Adam, in one compiled ``lax.scan``), with a
    defensive mixture in place of q_t inside the residual (see :class:`Settings`).
@@ -68,6 +68,10 @@ class Settings(NamedTuple):
     """Boosting's tuning constants.
 
     Attributes:
+        entropy_weight: lambda_t, the RELBO's entropy weight at iteration t >= 1: None for
+            1 / sqrt(t + 1) (Locatello et al., 2018), a number for a constant, or a function
+            t -> lambda_t (for instance ``lambda t: 1 / (t + 1)``). Smaller weights favour
+            narrower components.
         first_steps, first_learning_rate: the first component's ELBO fit (Adam).
         relbo_steps, relbo_learning_rate: each later component's RELBO fit.
         defensive_weight, defensive_width, defensive_df: in the oracle's residual
@@ -100,6 +104,7 @@ class Settings(NamedTuple):
             within ``init_window`` nats of the best target density.
     """
 
+    entropy_weight: Callable[[int], float] | float | None = None
     first_steps: int = 1000
     first_learning_rate: float = 0.05
     relbo_steps: int = 500
@@ -130,7 +135,23 @@ _SETTINGS_RULES = {
     "eta": (lambda v: 0 < v <= 1, "a number in (0, 1] (the curvature's decrease)"),
     "tau": (lambda v: v > 1, "a number > 1 (the curvature's increase)"),
     "anchor": (lambda v: 0 <= v < 1, "a number in [0, 1) (0: the paper's AdaFW)"),
+    "entropy_weight": (lambda v: v is None or callable(v) or v > 0,
+                       "None (1 / sqrt(t + 1)), a number > 0 or a function t -> lambda_t"),
 }
+
+
+def _entropy_weight(settings: Settings, t: int) -> float:
+    """lambda_t (the first component's fit, t = 0, is the plain ELBO: 1)."""
+    rule = settings.entropy_weight
+    if t == 0:
+        return 1.0
+    if rule is None:
+        return 1.0 / math.sqrt(t + 1)
+    value = float(rule(t)) if callable(rule) else float(rule)
+    if not (value > 0) or not math.isfinite(value):
+        raise ArgumentError("settings", f"settings.entropy_weight gave lambda_{t} = {value}; it "
+                            "must be a finite number > 0.")
+    return value
 
 
 def _check_settings(settings: Settings) -> None:
@@ -276,6 +297,7 @@ class BoostResult:
         history: one dict per iteration: ``component``, ``gap``, ``gamma``, ``log_L``,
             ``tries``, ``fallback``, ``elbo`` (Monte Carlo, of the mixture after the step),
             ``f_before``/``f_after``/``bound`` (the sufficient-decrease check), ``relbo``,
+            ``entropy_weight`` (lambda_t),
             ``weights``, ``seconds``.
     """
 
@@ -479,7 +501,7 @@ def boost(
         for t in range(num_components):
             t0 = time.perf_counter()
             key, k_init, k_fit, k_est, k_away = jax.random.split(key, 5)
-            lam = 1.0 / math.sqrt(t + 1)
+            lam = _entropy_weight(settings, t)
             if t == 0:
                 init = family.init(target.init, jnp.full(target.dim, jnp.log(0.1)))
             else:
@@ -526,7 +548,7 @@ def boost(
                         f_after = float(away.objective(draws, lw))
                 row.update(gamma=float(gamma), log_L=log_L, tries=tries, fallback=fallback,
                            f_after=f_after, bound=bound)
-            row.update(elbo=-f_after, relbo=float(relbo),
+            row.update(elbo=-f_after, relbo=float(relbo), entropy_weight=lam,
                        weights=np.asarray(mix.weights)[: t + 1].tolist(),
                        seconds=time.perf_counter() - t0)
             history.append(row)

@@ -65,11 +65,12 @@ class ModelDensity:
 
     Args:
         model: the NumPyro model.
-        model_args, model_kwargs: its arguments; arrays are leaves, anything else static.
+        model_args: its positional arguments (arrays are leaves, anything else static).
+        model_kwargs: its keyword arguments (likewise).
         layout: ((site, shape), ...) in the order of the flat vector.
     """
 
-    def __init__(self, model, model_args, model_kwargs, layout):
+    def __init__(self, model: Callable, model_args: tuple, model_kwargs: dict, layout: tuple):
         self.model = model
         self.model_args = tuple(model_args)
         self.model_kwargs = dict(model_kwargs)
