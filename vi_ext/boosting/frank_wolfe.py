@@ -640,6 +640,12 @@ def _initial_component(density, mix, key, *, settings):
     return mix.family.init(best, log_scale)
 
 
+def _slope(F, at: float, h: float) -> float:
+    """F'(at) by a central difference of the same common-random-number estimate (smooth away
+    from gamma = 0; autodiff would meet log 0 at empty mixture slots)."""
+    return (float(F(at + h)) - float(F(at - h))) / (2.0 * h)
+
+
 def _adding_step(rule, F, g, f0, log_d2, log_L, t, settings, cap=1.0):
     """The step along a direction that adds mass where q_t may have none (Frank-Wolfe,
     pairwise): the adaptive rule anchored at ``settings.anchor`` when it is positive, then
@@ -673,8 +679,7 @@ def _lazy_steps(F, step, log_d2, t, settings, cap):
         room = cap - gamma
         if fallback or not (gamma > 0) or not (room > 1e-6):
             break
-        h = 0.25 * min(gamma, room, float(settings.anchor) or 0.01)
-        g_k = -(float(F(gamma + h)) - float(F(gamma - h))) / (2.0 * h)
+        g_k = -_slope(F, gamma, 0.25 * min(gamma, room, float(settings.anchor) or 0.01))
         if not (g_k > 0) or not math.isfinite(g_k):
             break
         at = gamma
@@ -700,10 +705,7 @@ def _anchored_step(F, f0, log_d2, log_L, t, settings, cap=1.0):
     :func:`_choose_step` returns, gamma measured from 0."""
     delta = min(float(settings.anchor), 0.5 * cap)
     f_d = float(F(delta))
-    # the slope by a central difference of the same common-random-number estimate (smooth
-    # away from 0; autodiff would meet log 0 at empty slots)
-    h = 0.25 * delta
-    g_d = -(float(F(delta + h)) - float(F(delta - h))) / (2.0 * h)
+    g_d = -_slope(F, delta, 0.25 * delta)
     if not (f_d < f0) or not (g_d > 0) or not math.isfinite(g_d):
         return 0.0, 0, False, log_L, float("nan")
     u, tries, fallback, log_L, bound = _choose_step("adaptive", lambda u: F(delta + u), g_d,

@@ -49,6 +49,13 @@ def max_plate_nesting(trace: Mapping[str, dict]) -> int:
     return max(dims, default=0)
 
 
+def laid_out_support(fn, dim: int) -> jnp.ndarray:
+    """The support of a scalar finite-support distribution as a vector laid along batch
+    dimension ``dim`` (< 0): shape [K, 1, ..., 1] with -dim - 1 trailing ones."""
+    support = jnp.reshape(fn.enumerate_support(expand=False), (-1,))
+    return jnp.reshape(support, (-1,) + (1,) * (-dim - 1))
+
+
 class EnumerateSites(Messenger):
     """Set each enumerated site not in ``provided``, and each latent site named in ``also``,
     to its support, along its own batch dimension (``first_dim``, ``first_dim - 1``, ... in
@@ -74,10 +81,9 @@ class EnumerateSites(Messenger):
             raise SiteError(name, f"enumeration needs scalar draws; {type(fn).__name__} has "
                             f"event shape {tuple(fn.event_shape)} (use Categorical, not "
                             "OneHotCategorical).")
-        support = jnp.reshape(fn.enumerate_support(expand=False), (-1,))
         dim = self.first_dim - len(self.dims)
-        self.dims[name] = (dim, int(support.shape[0]))
-        msg["value"] = jnp.reshape(support, (-1,) + (1,) * (-dim - 1))
+        msg["value"] = laid_out_support(fn, dim)
+        self.dims[name] = (dim, int(msg["value"].shape[0]))
 
 
 def _factor_groups(trace, dims, provided):
@@ -159,8 +165,7 @@ def expected_log_prob(site: dict) -> jnp.ndarray:
     """E_q[log q] of a ``local_enum()`` guide site, position by position and summed (with
     its plate scale): sum_n sum_k q_n(k) log q_n(k), minus its entropy."""
     fn = site["fn"]
-    support = jnp.reshape(fn.enumerate_support(expand=False), (-1,))
-    log_q = fn.log_prob(jnp.reshape(support, (-1,) + (1,) * len(fn.batch_shape)))
+    log_q = fn.log_prob(laid_out_support(fn, -len(fn.batch_shape) - 1))
     out = jnp.sum(jnp.where(jnp.isfinite(log_q), jnp.exp(log_q) * log_q, 0.0), axis=0)
     scale = site.get("scale")
     if scale is not None and not is_identically_one(scale):
@@ -177,10 +182,8 @@ def check_leaves(guide, trace: Mapping[str, dict], enumerated, key, *args, **kwa
     first = -max_plate_nesting(trace) - 1
     laid, dims = {}, {}
     for i, name in enumerate(enumerated):
-        fn = trace[name]["fn"]
-        support = jnp.reshape(fn.enumerate_support(expand=False), (-1,))
-        dims[name] = (first - i, int(support.shape[0]))
-        laid[name] = jnp.reshape(support, (-1,) + (1,) * (i - first - 1))
+        laid[name] = laid_out_support(trace[name]["fn"], first - i)
+        dims[name] = (first - i, int(laid[name].shape[0]))
     with handlers.block():
         again = handlers.trace(handlers.seed(handlers.condition(guide, data=laid),
                                              rng_seed=key)).get_trace(*args, **kwargs)
