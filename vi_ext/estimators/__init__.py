@@ -8,7 +8,7 @@ from vi_ext.estimators.base import Site, Strategy, is_strategy
 from vi_ext.estimators.defaults import default_strategy
 from vi_ext.estimators.enum import Enum, LocalEnum, enum, local_enum
 from vi_ext.estimators.mvd import MVD, mvd
-from vi_ext.estimators.reinforce import Reinforce, reinforce
+from vi_ext.estimators.reinforce import Reinforce, reinforce, reinforce_from
 from vi_ext.estimators.reparam import Reparam, dreg, reparam, stl
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "is_strategy",
     "local_enum",
     "reinforce",
+    "reinforce_from",
     "reparam",
     "stl",
 ]

@@ -18,6 +18,9 @@ Baselines:
   sites in it are fitted). It is learned by regression: the surrogate adds
   -(stop_grad(F) - b)^2 / 2, whose gradient reaches only b's parameters.
 
+:func:`reinforce_from` builds the same strategy from a sampler and a log density of the
+user's, for distributions NumPyro cannot sample or score.
+
 Reference: Williams, "Simple statistical gradient-following algorithms for connectionist
 reinforcement learning", Machine Learning 1992; Mnih & Rezende, "Variational inference for
 Monte Carlo objectives", ICML 2016.
@@ -34,6 +37,7 @@ from jax.scipy.special import logsumexp
 
 from vi_ext.errors import SiteError
 from vi_ext.estimators.base import Site
+from vi_ext.estimators.continuation import value_shape
 from vi_ext.program.context import current_frame
 from vi_ext.program.records import LogMeanExpRecord, Record
 
@@ -115,7 +119,11 @@ class Reinforce:
 
     name = "reinforce"
 
-    def __init__(self, baseline: None | str | Callable[[], Any] = None, decay: float = 0.9):
+    def __init__(self, baseline: None | str | Callable[[], Any] = None, decay: float = 0.9,
+                 sampler: Callable[[Site, jax.Array], jax.Array] | None = None,
+                 log_prob: Callable[[Site, jax.Array], jax.Array] | None = None):
+        self.sampler = sampler
+        self.log_prob = log_prob
         if baseline is None:
             self.kind = "none"
         elif baseline == "loo":
@@ -136,12 +144,24 @@ class Reinforce:
 
     def __repr__(self) -> str:
         extra = f", decay={self.decay}" if self.kind == "average" else ""
+        if self.sampler is not None:
+            return (f"reinforce_from({self.sampler!r}, {self.log_prob!r}, "
+                    f"baseline={self.baseline!r}{extra})")
         return f"reinforce(baseline={self.baseline!r}{extra})"
 
     def sample(self, site: Site, key: jax.Array) -> jax.Array:
         frame = current_frame("reinforce")
-        value = sg(site.fn.sample(key, site.sample_shape))
-        log_prob = jnp.sum(site.fn.log_prob(value))
+        if self.sampler is None:
+            value = sg(site.fn.sample(key, site.sample_shape))
+            log_prob = jnp.sum(site.fn.log_prob(value))
+        else:
+            value = sg(jnp.asarray(self.sampler(site, key)))
+            expected = value_shape(site)
+            if tuple(value.shape) != expected:
+                raise SiteError(site.name, f"reinforce_from(): the sampler returned shape "
+                                f"{tuple(value.shape)}, the site needs {expected} "
+                                "(sample_shape + batch_shape + event_shape).")
+            log_prob = jnp.sum(self.log_prob(site, value))
         zero = jnp.zeros_like(log_prob)
         average = None
         if self.kind == "fn":
@@ -175,3 +195,48 @@ def reinforce(baseline: None | str | Callable[[], Any] = None, decay: float = 0.
         ...        objective=vx.objectives.iwae(num_particles=8))
     """
     return Reinforce(baseline, decay)
+
+
+def reinforce_from(sample: Callable[[Site, jax.Array], jax.Array],
+                   log_prob: Callable[[Site, jax.Array], jax.Array],
+                   baseline: None | str | Callable[[], Any] = None,
+                   decay: float = 0.9) -> Reinforce:
+    """A score-function strategy from a sampler and a log density of your own.
+
+    For distributions whose sampler or density NumPyro lacks, or that you want computed
+    another way: the site's value is ``sample(site, key)`` (no gradient flows through it),
+    and the score term uses ``log_prob(site, value)``, which must be the log density of the
+    distribution ``sample`` draws from, as a differentiable function of the guide's
+    parameters (through ``site.fn``'s arguments or ``numpyro.param``). Then
+
+        d/dphi E_q[F] = E[(F - b) d/dphi log_prob(site, z)] + E[dF/dphi]
+
+    exactly as for :func:`reinforce`, with the same baselines.
+
+    Args:
+        sample: ``(site, key) -> value`` of shape sample_shape + batch_shape + event_shape
+            (``site`` is a :class:`~vi_ext.estimators.base.Site`: name, fn, sample_shape,
+            infer).
+        log_prob: ``(site, value) -> log density`` (summed to a scalar if it is not one).
+        baseline: as for :func:`reinforce`.
+        decay: as for :func:`reinforce`.
+
+    Example (a Bernoulli drawn by inverting its CDF)::
+
+        def sample(site, key):
+            u = jax.random.uniform(key, site.fn.batch_shape)
+            return (u < site.fn.probs).astype(jnp.float32)
+
+        def log_prob(site, z):
+            p = site.fn.probs
+            return z * jnp.log(p) + (1 - z) * jnp.log1p(-p)
+
+        vx.estimate(vx.objectives.elbo(), model, guide, params,
+                    estimators={"z": vx.estimators.reinforce_from(sample, log_prob)})
+    """
+    from vi_ext.errors import ArgumentError
+
+    for name, fn in (("sample", sample), ("log_prob", log_prob)):
+        if not callable(fn):
+            raise ArgumentError(name, f"expected a function, got {fn!r}.")
+    return Reinforce(baseline, decay, sampler=sample, log_prob=log_prob)
