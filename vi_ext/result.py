@@ -39,7 +39,6 @@ def draws_to_arviz(draws: Mapping[str, np.ndarray], group_by_chain: bool = False
     return az.from_dict(**groups)
 
 
-
 def _site_names(model_trace: dict) -> list[str]:
     """A model trace's latent and deterministic sites, in execution order."""
     return [n for n, s in model_trace.items()
@@ -49,6 +48,7 @@ def _site_names(model_trace: dict) -> list[str]:
 def _enumerated(guide_trace: dict, model_trace: dict) -> list[str]:
     """Model sites marked for enumeration that the guide does not sample."""
     return [n for n, s in model_trace.items() if is_enumerated(s) and n not in guide_trace]
+
 
 @dataclass
 class FitResult:

@@ -58,6 +58,7 @@ from vi_ext.boosting import away
 from vi_ext.boosting import mixture as mx
 from vi_ext.boosting.target import from_function, from_model
 from vi_ext.errors import ArgumentError
+from vi_ext.fit import _all_finite as all_finite
 from vi_ext.keys import as_key
 
 STEP_SIZES = ("adaptive", "fixed", "line_search", "global")
@@ -197,13 +198,16 @@ def _oracle(density, mix, has_mix, lam, init, key, *, settings, steps, learning_
     opt = optax.adam(learning_rate)
     family = mix.family
 
+    # (an empty mixture has only -inf weights: give the unused branch finite ones, or its NaN
+    # gradient would leak through the where); the defensive proposal depends on q_t only,
+    # so it is built once here, not at every step of the scan
+    safe = mix.replace(log_weights=jnp.where(has_mix, mix.log_weights, 0.0))
+    defensive = _defensive_proposal(safe, settings)
+
     def relbo(params, key):
         z = mx.member_sample(family, params, key, settings.relbo_samples)
         log_p = jax.vmap(density)(z)
-        # (an empty mixture has only -inf weights: give the unused branch finite ones, or
-        # its NaN gradient would leak through the where)
-        safe = mix.replace(log_weights=jnp.where(has_mix, mix.log_weights, 0.0))
-        log_q = jnp.where(has_mix, _defensive_log_prob(safe, z, settings), 0.0)
+        log_q = jnp.where(has_mix, _defensive_log_prob(safe, defensive, z, settings), 0.0)
         log_s = mx.member_log_prob(family, params, z)
         return jnp.mean(log_p - log_q - lam * log_s)
 
@@ -213,8 +217,7 @@ def _oracle(density, mix, has_mix, lam, init, key, *, settings, steps, learning_
         params, state = carry
         value, g = grad(params, k)
         g = jax.tree_util.tree_map(lambda x: -x, g)
-        ok = jnp.isfinite(value) & jnp.all(jnp.stack(
-            [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(g)]))
+        ok = jnp.isfinite(value) & all_finite(g)
         updates, new_state = opt.update(g, state, params)
         new_params = optax.apply_updates(params, updates)
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
@@ -227,17 +230,21 @@ def _oracle(density, mix, has_mix, lam, init, key, *, settings, steps, learning_
     return params, jnp.nanmean(tail)
 
 
-def _defensive_log_prob(mix: mx.Mixture, z: jax.Array, settings: Settings) -> jax.Array:
-    """log((1 - rho) q_t(z) + rho r(z)), r independent Student-t coordinates
-    (``defensive_df``, Cauchy by default) at q_t's mean, ``defensive_width`` times q_t's
-    standard deviations: the oracle's residual log p - log q_t then stays bounded in the
-    tails, since log r decays only logarithmically (defensive importance sampling,
-    Hesterberg, 1995)."""
+def _defensive_proposal(mix: mx.Mixture, settings: Settings) -> dist.Distribution:
+    """r: independent Student-t coordinates (``defensive_df``, Cauchy by default) at q_t's
+    mean, ``defensive_width`` times q_t's standard deviations (moment-matched)."""
     w = mix.weights / jnp.sum(mix.weights)
     means, variances = mx.moments(mix)
     mean = jnp.sum(w[:, None] * means, axis=0)
     var = jnp.sum(w[:, None] * (variances + (means - mean) ** 2), axis=0)
-    r = dist.StudentT(settings.defensive_df, mean, settings.defensive_width * jnp.sqrt(var))
+    return dist.StudentT(settings.defensive_df, mean, settings.defensive_width * jnp.sqrt(var))
+
+
+def _defensive_log_prob(mix: mx.Mixture, r: dist.Distribution, z: jax.Array,
+                        settings: Settings) -> jax.Array:
+    """log((1 - rho) q_t(z) + rho r(z)) with r from :func:`_defensive_proposal`: the
+    oracle's residual log p - log q_t then stays bounded in the tails, since log r decays
+    only logarithmically (defensive importance sampling, Hesterberg, 1995)."""
     log_r = jnp.sum(r.log_prob(z), axis=-1)
     rho = settings.defensive_weight
     return jnp.logaddexp(jnp.log1p(-rho) + mx.log_prob(mix, z), jnp.log(rho) + log_r)
