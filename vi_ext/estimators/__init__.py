@@ -1,24 +1,38 @@
-"""Per-site gradient strategies.
+"""Per-draw gradient strategies.
 
-Each strategy follows the :class:`~vi_ext.estimators.base.Strategy` protocol; choose one per
-site with ``estimators={"z": ...}`` or ``infer={"estimator": ...}`` in the guide.
+Each strategy follows the public protocol of :mod:`vi_ext.estimators.base` (``sample`` ->
+:class:`Draw`, optionally ``contribute`` -> :class:`Contribution` and ``answer``); the
+built-in ones use nothing else. Choose one per site with ``estimators={"z": ...}`` or
+``infer={"estimator": ...}`` in the guide.
 """
 
-from vi_ext.estimators.base import Site, Strategy, is_strategy
+from vi_ext.estimators.base import Contribution, Draw, Site, Strategy, as_draw, is_strategy
 from vi_ext.estimators.defaults import default_strategy
 from vi_ext.estimators.enum import Enum, LocalEnum, enum, local_enum
 from vi_ext.estimators.mvd import MVD, mvd
 from vi_ext.estimators.reinforce import Reinforce, reinforce, reinforce_from
-from vi_ext.estimators.reparam import Reparam, dreg, reparam, stl
+from vi_ext.estimators.reparam import (
+    DoublyReparameterized,
+    Reparam,
+    StickingTheLanding,
+    dreg,
+    reparam,
+    stl,
+)
 
 __all__ = [
     "MVD",
+    "Contribution",
+    "DoublyReparameterized",
+    "Draw",
     "Enum",
     "LocalEnum",
     "Reinforce",
     "Reparam",
     "Site",
+    "StickingTheLanding",
     "Strategy",
+    "as_draw",
     "default_strategy",
     "dreg",
     "enum",

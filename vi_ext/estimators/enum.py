@@ -2,11 +2,13 @@
 
     E_{q(z)}[F(z)] = sum_v q(v) F(v),   d/dphi = sum_v [ dq(v)/dphi F(v) + q(v) dF(v)/dphi ]
 
-The program is re-run with the site fixed to every value of its (joint) support, vectorized
+The program is re-run with the draw pinned (by its address: other draws of the same site,
+in other ``sim`` calls, are left alone) to every value of its (joint) support, vectorized
 with ``vmap``; the surrogate is sum_v q(v) S(v), where S(v) is the surrogate of the re-run.
 Sites inside plates are enumerated jointly (K^N values for N positions with K values each);
-past ``max_values`` joint values the strategy refuses with an error. For the ELBO,
-:func:`local_enum` takes the expectation position by position instead (O(N K)).
+past ``max_values`` joint values the strategy refuses with an error. Where the program's
+value is affine in the site's terms (the ELBO), :func:`local_enum` takes the expectation
+position by position instead (O(N K)).
 
 Reference: Lew et al., "ADEV", POPL 2023 (enumeration as a strategy with a continuation);
 NumPyro's TraceEnum_ELBO for enumeration in variational inference.
@@ -22,11 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from vi_ext.errors import SiteError
-from vi_ext.estimators.base import Site
+from vi_ext.estimators.base import Contribution, Draw, Site
 from vi_ext.estimators.continuation import (
-    Request,
     base_distribution,
-    file_request,
+    placeholder,
     run_many,
     value_shape,
 )
@@ -62,7 +63,7 @@ class Enum:
     def __repr__(self) -> str:
         return f"enum(max_values={self.max_values})"
 
-    def sample(self, site: Site, key: jax.Array) -> jax.Array:
+    def sample(self, site: Site, key: jax.Array) -> Draw:
         _check_enumerable(site, "enum")
         fn = base_distribution(site.fn)
         size = jnp.shape(fn.enumerate_support(expand=False))[0]
@@ -74,40 +75,61 @@ class Enum:
                 f"max_values={self.max_values}). Use mvd() or reinforce() for this site, or "
                 "raise max_values.",
             )
-        return file_request(self, site, key)
+        return Draw(placeholder(site, key), continuation=True)
 
-    def answer(self, request: Request, run):
-        site = request.site
+    def answer(self, view, run):
+        site = view.site
         shape = value_shape(site)
         support = jnp.reshape(base_distribution(site.fn).enumerate_support(expand=False), (-1,))
         positions = math.prod(shape)
         # static joint index grid, [S^P, P]; the support values themselves may be traced
         grid = np.array(list(itertools.product(range(support.shape[0]), repeat=positions)))
-        values = support[grid].astype(request.value.dtype).reshape((len(grid),) + shape)
+        values = support[grid].astype(view.value.dtype).reshape((len(grid),) + shape)
         log_q = jax.vmap(lambda v: jnp.sum(site.fn.log_prob(v)))(values)
         weights = jnp.exp(log_q)
-        surrogates, vals = run_many(run, site.name, values)
+        surrogates, vals = run_many(run, view.address, values)
         return jnp.sum(weights * surrogates), jnp.sum(sg(weights) * vals)
 
 
 class LocalEnum:
-    """Plate-local enumeration of a guide site under the ELBO; see :func:`local_enum`."""
+    """Plate-local enumeration of a guide site; see :func:`local_enum`."""
 
     name = "local_enum"
-    #: :func:`vi_ext.program.sim` and :func:`vi_ext.program.density` take the expectation
-    local_enumeration = True
 
     def __repr__(self) -> str:
         return "local_enum()"
 
-    def sample(self, site: Site, key: jax.Array) -> jax.Array:
+    def sample(self, site: Site, key: jax.Array) -> Draw:
         _check_enumerable(site, "local_enum")
         if tuple(site.sample_shape) != ():
             raise SiteError(site.name, "local_enum() needs the positions of a site to be "
                             "plates (numpyro.plate), not a sample_shape.")
         # a placeholder: sim replaces the site's log q by its exact expectation and density
-        # sums the model's factors of the site over its support, position by position
-        return sg(site.fn.sample(key))
+        # averages the model's factors of the site over its support, position by position
+        return Draw(placeholder(site, key), integrate=True)
+
+    def contribute(self, view) -> Contribution | None:
+        bad = view.terms_affine()
+        if bad:
+            view.refuse(
+                "it replaces the draw's terms (its log q and the model factors that depend "
+                "on it) by their exact expectation, which is unbiased only where the "
+                "program's value is affine in them with coefficients free of randomness (as "
+                f"the ELBO is); here it is not affine in {_describe(bad[0])}. Use enum() "
+                "(joint enumeration), mvd() or reinforce() for this site.")
+        if view.value_used:
+            view.refuse(
+                "the program (or another draw of the guide) uses the draw's value itself, "
+                "which this strategy never draws: it must be a leaf of the guide whose "
+                "value reaches the program only through density(model, choices). Use "
+                "enum(), mvd() or reinforce() for this site.")
+        return None
+
+
+def _describe(label: tuple) -> str:
+    if label[0] == "lq":
+        return "its log q term"
+    return f"the model factors averaged over it (density call {'/'.join(label[1])})"
 
 
 def enum(max_values: int = 4096) -> Enum:
@@ -124,7 +146,7 @@ def enum(max_values: int = 4096) -> Enum:
 
 
 def local_enum() -> LocalEnum:
-    """Exact, plate-local expectation over a finite-support guide site, for the ELBO.
+    """Exact, plate-local expectation over a finite-support guide site.
 
     For a guide site z with independent positions z_n ~ q_n in its plates (no other guide
     site depending on it), the ELBO's expectation over z is taken exactly, position by
@@ -135,10 +157,13 @@ def local_enum() -> LocalEnum:
 
     O(N K) work where :func:`enum` needs K^N runs, with no sampling variance from z and a
     gradient by plain differentiation (the guide's probabilities appear explicitly). Valid
-    only where the objective is linear in log p - log q, the ELBO (``vx.objectives.elbo``);
-    other objectives are refused by name. The model's factors that depend on z are those
-    that broadcast over its support; a factor that depends on two enumerated sites is
-    refused, as in model-side enumeration (:mod:`vi_ext.program.enumerate`).
+    wherever the program's value is affine in the site's log q term and in the model factors
+    averaged over it, with coefficients free of randomness (the ELBO, a mean of particles, a
+    user's ``density(model, q) - q.log_density`` under any name), and the program never uses
+    the placeholder value; this is read from the program's structure, and anything else is
+    refused by name. The model's factors that depend on z are those that broadcast over its
+    support; a factor that depends on two enumerated sites is refused, as in model-side
+    enumeration (:mod:`vi_ext.program.enumerate`).
 
     Reference: the guide-side half of Pyro's TraceEnum_ELBO (Obermeyer et al., "Tensor
     Variable Elimination for Plated Factor Graphs", ICML 2019), for guide sites that are

@@ -5,8 +5,8 @@ probability measures q+ and q-, so
 
     d/dtheta E_q[F] = c_theta ( E_{q+}[F] - E_{q-}[F] ).
 
-The program is re-run with the site's value replaced, one position at a time, by coupled
-draws from q+ and q- (same key elsewhere); the surrogate adds
+The program is re-run with the draw's value (pinned by its address) replaced, one position
+at a time, by coupled draws from q+ and q- (same key elsewhere); the surrogate adds
 sum_i stop_grad(c_i (F+_i - F-_i)) * (theta_i - stop_grad(theta_i)).
 
 Decompositions used:
@@ -28,11 +28,10 @@ import jax.numpy as jnp
 import numpyro.distributions as dist
 
 from vi_ext.errors import SiteError
-from vi_ext.estimators.base import Site
+from vi_ext.estimators.base import Draw, Site
 from vi_ext.estimators.continuation import (
-    Request,
     base_distribution,
-    file_request,
+    placeholder,
     run_many,
     value_shape,
     with_positions,
@@ -55,18 +54,19 @@ class MVD:
     def __repr__(self) -> str:
         return "mvd()"
 
-    def sample(self, site: Site, key: jax.Array) -> jax.Array:
+    def sample(self, site: Site, key: jax.Array) -> Draw:
         if not isinstance(_base(site.fn), SUPPORTED):
             raise SiteError(
                 site.name,
                 f"mvd() supports Bernoulli, Categorical and Normal sites, not "
                 f"{type(_base(site.fn)).__name__}. Use reparam(), enum() or reinforce().",
             )
-        return file_request(self, site, key)
+        k_draw, k_own = jax.random.split(key)
+        return Draw(placeholder(site, k_draw), continuation=True, data=k_own)
 
-    def answer(self, request: Request, run):
-        site, z = request.site, request.value
-        name, shape = site.name, value_shape(site)
+    def answer(self, view, run):
+        site, z = view.site, view.value
+        name, shape = view.address, value_shape(site)
         surrogate, value = run({name: z})
         base = _base(site.fn)
         n = math.prod(shape)
@@ -85,7 +85,7 @@ class MVD:
         else:  # Normal
             mu = jnp.broadcast_to(base.loc, shape).reshape(-1)
             sigma = jnp.broadcast_to(base.scale, shape).reshape(-1)
-            k_r, k_m, k_e, k_s = jax.random.split(request.key, 4)
+            k_r, k_m, k_e, k_s = jax.random.split(view.data, 4)
             r = jnp.sqrt(2.0 * jax.random.exponential(k_r, (n,)))
             maxwell = jnp.linalg.norm(jax.random.normal(k_m, (n, 3)), axis=-1)
             maxwell = maxwell * jnp.where(jax.random.bernoulli(k_s, 0.5, (n,)), 1.0, -1.0)

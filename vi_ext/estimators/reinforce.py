@@ -1,29 +1,38 @@
-"""REINFORCE (the score-function estimator), with baselines.
+"""REINFORCE (the score-function estimator), Rao-Blackwellized, with baselines.
 
     d/dphi E_{q_phi}[F] = E[ (F - b) d/dphi log q_phi(z) ] + E[ dF/dphi ]
 
 for any b independent of z (Williams, 1992). In the surrogate this is the DiCE term
 (stop_grad(F) - b) * (log q(z) - stop_grad(log q(z))) (Foerster et al., 2018), added to F.
 
-Baselines:
+F is replaced by the draw's *learning signal* (``view.signal``, see
+:mod:`vi_ext.program.view`): the part of F that depends on the draw, position by position.
+The terms of F that do not depend on it (other particles' log weights under a mean, other
+positions of a plate, upstream factors) have zero covariance with its score and are dropped,
+as in TraceGraph_ELBO, so that local latents in a plate each get their own signal; the
+estimator stays unbiased for any program, since only independent terms are removed.
+
+Baselines (subtracted from the signal):
 - ``None``: b = 0.
-- ``"average"``: a decaying average of past values of the objective, b_t = bias-corrected
-  EMA_decay(F_1..F_{t-1}), kept in the fit's strategy state (it only depends on earlier
-  steps, so it is independent of the current draw). Outside ``fit`` it starts at 0.
-- ``"loo"``: leave-one-out across particles (VIMCO, Mnih & Rezende, 2016). For a program that
-  averages particles with :func:`vi_ext.program.logmeanexp`, the baseline of particle k is the
-  objective with log-weight k replaced by the mean of the others; each particle's score is
-  then weighted by its own learning signal.
+- ``"average"``: a decaying average of the draw's past signals, per position, b_t =
+  bias-corrected EMA_decay(signal_1..signal_{t-1}), kept in the fit's strategy state (it only
+  depends on earlier steps, so it is independent of the current draw). Outside ``fit`` it
+  starts at 0.
+- ``"loo"``: leave-one-out across particles (VIMCO, Mnih & Rezende, 2016, generalized): when
+  the program's value depends on the draw through a_L * logmeanexp over its particles of an
+  input aligned with them, particle k's baseline is that term with x_k replaced by the mean
+  of the others. Refused by name for programs without such a logmeanexp.
 - a callable ``b()``: a baseline of the user's, run inside the guide (so ``numpyro.param``
   sites in it are fitted). It is learned by regression: the surrogate adds
-  -(stop_grad(F) - b)^2 / 2, whose gradient reaches only b's parameters.
+  -(stop_grad(signal) - b)^2 / 2, whose gradient reaches only b's parameters.
 
 :func:`reinforce_from` builds the same strategy from a sampler and a log density of the
 user's, for distributions NumPyro cannot sample or score.
 
 Reference: Williams, "Simple statistical gradient-following algorithms for connectionist
-reinforcement learning", Machine Learning 1992; Mnih & Rezende, "Variational inference for
-Monte Carlo objectives", ICML 2016.
+reinforcement learning", Machine Learning 1992; Schulman, Heess, Weber & Abbeel, "Gradient
+Estimation Using Stochastic Computation Graphs", NeurIPS 2015; Mnih & Rezende, "Variational
+inference for Monte Carlo objectives", ICML 2016.
 """
 
 from __future__ import annotations
@@ -33,85 +42,17 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.special import logsumexp
 
-from vi_ext.errors import SiteError
-from vi_ext.estimators.base import Site
+from vi_ext.errors import ArgumentError, SiteError
+from vi_ext.estimators.base import Contribution, Draw, Site
 from vi_ext.estimators.continuation import value_shape
-from vi_ext.program.context import current_frame
-from vi_ext.program.records import LogMeanExpRecord, Record
 
 sg = jax.lax.stop_gradient
 
 
-@jax.tree_util.register_pytree_node_class
-class ScoreRecord(Record):
-    """The score term of one REINFORCE site (batched over particles when inside them)."""
-
-    def __init__(self, log_prob, baseline_value, average=None, *, site: str, kind: str,
-                 decay: float = 0.0):
-        self.log_prob = log_prob
-        self.baseline_value = baseline_value
-        self.average = average  # (mean, count) before this estimate, for kind "average"
-        self.site = site
-        self.kind = kind
-        self.decay = decay
-
-    def tree_flatten(self):
-        return (self.log_prob, self.baseline_value, self.average), (
-            self.site, self.kind, self.decay)
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children, site=aux[0], kind=aux[1], decay=aux[2])
-
-    def state_update(self, value: jax.Array) -> dict:
-        if self.kind != "average":
-            return {}
-        # inside particles the record is batched, with equal copies of the state
-        mean, count = (jnp.mean(x) for x in self.average)
-        mean = self.decay * mean + (1.0 - self.decay) * value
-        return {state_key(self.site): (mean, count + 1.0)}
-
-    def surrogate_term(self, value: jax.Array, records: list) -> jax.Array:
-        lp = self.log_prob
-        score = lp - sg(lp)
-        if self.kind == "none":
-            return jnp.sum(value * score)
-        if self.kind == "average":
-            return jnp.sum((value - sg(self.baseline_value)) * score)
-        if self.kind == "fn":
-            b = self.baseline_value
-            regression = -0.5 * jnp.sum((value - b) ** 2)
-            return jnp.sum((value - sg(b)) * score) + regression
-        if self.kind == "loo":
-            return jnp.sum(sg(_leave_one_out(self, records)) * score)
-        raise ValueError(f"unknown baseline kind {self.kind!r}")
-
-
-def _leave_one_out(record: ScoreRecord, records: list) -> jax.Array:
-    """Per-particle learning signals F - b_k of VIMCO for the particle axis of ``record``."""
-    lmes = [r for r in records if isinstance(r, LogMeanExpRecord)]
-    shape = jnp.shape(record.log_prob)
-    if len(lmes) != 1 or len(shape) != 1 or lmes[0].x.shape != shape or shape[0] < 2:
-        raise SiteError(
-            record.site,
-            "reinforce(baseline='loo') needs the program to combine K >= 2 particles with one "
-            "vx.program.logmeanexp over the particles in which this site is drawn (as iwae() "
-            "does). Use baseline=None or a callable baseline for this objective.",
-        )
-    x = sg(lmes[0].x)
-    k = x.shape[0]
-    full = logsumexp(x) - jnp.log(k)
-    others_mean = (jnp.sum(x) - x) / (k - 1)
-    swapped = jnp.where(jnp.eye(k, dtype=bool), others_mean[:, None], x[None, :])
-    baseline = logsumexp(swapped, axis=1) - jnp.log(k)
-    return full - baseline
-
-
-def state_key(site: str) -> str:
-    """The strategy-state entry of a site's decaying-average baseline."""
-    return f"reinforce/{site}"
+def state_key(address: tuple) -> str:
+    """The strategy-state entry of a draw's decaying-average baseline."""
+    return "reinforce/" + "/".join(address)
 
 
 class Reinforce:
@@ -126,19 +67,19 @@ class Reinforce:
         self.log_prob = log_prob
         if baseline is None:
             self.kind = "none"
-        elif baseline == "loo":
-            self.kind = "loo"
-        elif baseline == "average":
-            self.kind = "average"
+        elif isinstance(baseline, str) and baseline in ("loo", "average"):
+            self.kind = baseline
         elif callable(baseline):
             self.kind = "fn"
         else:
-            raise ValueError(
-                "reinforce(): baseline must be None, 'average', 'loo' or a callable, got "
-                f"{baseline!r}"
+            raise ArgumentError(
+                "baseline",
+                "reinforce(): expected None, 'average', 'loo' or a callable, got "
+                f"{baseline!r}.",
             )
         if not (isinstance(decay, (int, float)) and 0.0 <= decay < 1.0):
-            raise ValueError(f"reinforce(): decay must be in [0, 1), got {decay!r}")
+            raise ArgumentError("decay", f"reinforce(): expected a number in [0, 1), got "
+                                f"{decay!r}.")
         self.baseline = baseline
         self.decay = float(decay)
 
@@ -149,11 +90,10 @@ class Reinforce:
                     f"baseline={self.baseline!r}{extra})")
         return f"reinforce(baseline={self.baseline!r}{extra})"
 
-    def sample(self, site: Site, key: jax.Array) -> jax.Array:
-        frame = current_frame("reinforce")
+    def sample(self, site: Site, key: jax.Array) -> Draw:
         if self.sampler is None:
             value = sg(site.fn.sample(key, site.sample_shape))
-            log_prob = jnp.sum(site.fn.log_prob(value))
+            log_prob = None
         else:
             value = sg(jnp.asarray(self.sampler(site, key)))
             expected = value_shape(site)
@@ -161,33 +101,47 @@ class Reinforce:
                 raise SiteError(site.name, f"reinforce_from(): the sampler returned shape "
                                 f"{tuple(value.shape)}, the site needs {expected} "
                                 "(sample_shape + batch_shape + event_shape).")
-            log_prob = jnp.sum(self.log_prob(site, value))
-        zero = jnp.zeros_like(log_prob)
-        average = None
+            log_prob = jnp.asarray(self.log_prob(site, value))
+            per_position = tuple(site.sample_shape) + tuple(site.fn.batch_shape)
+            if log_prob.shape != per_position:
+                log_prob = jnp.sum(log_prob)  # one joint score for the whole site
+        # a learned baseline runs inside the guide, so that its params are found and fitted
+        data = jnp.asarray(self.baseline(), jnp.result_type(float)) if self.kind == "fn" \
+            else None
+        return Draw(value, log_prob=log_prob, signal=True, data=data)
+
+    def contribute(self, view) -> Contribution:
+        lp = view.position_log_prob
+        score = lp - sg(lp)
+        if self.kind == "loo":
+            return Contribution(jnp.sum(sg(view.leave_one_out()) * score))
+        signal = sg(view.signal)
+        if self.kind == "none":
+            return Contribution(jnp.sum(signal * score))
         if self.kind == "fn":
-            b = jnp.asarray(self.baseline(), dtype=log_prob.dtype)
-        elif self.kind == "average":
-            mean, count = frame.state.get(state_key(site.name), (zero, zero))
-            # bias-corrected, as Adam's moments: exact mean of the past values' EMA weights
-            b = jnp.where(count > 0, mean / (1.0 - self.decay ** jnp.maximum(count, 1.0)), 0.0)
-            average = (mean, count)
-        else:
-            b = zero
-        frame.records.append(
-            ScoreRecord(log_prob, b, average, site=site.name, kind=self.kind, decay=self.decay)
-        )
-        return value
+            b = view.data
+            b = jnp.reshape(b, jnp.shape(b) + (1,) * (signal.ndim - jnp.ndim(b))) \
+                if jnp.ndim(b) < signal.ndim and jnp.ndim(b) > 0 else b
+            regression = -0.5 * jnp.sum((signal - b) ** 2)
+            return Contribution(jnp.sum((signal - sg(b)) * score) + regression)
+        # "average": a bias-corrected decaying average of past signals, per position
+        key = state_key(view.address)
+        zero = jnp.zeros(signal.shape, signal.dtype)
+        mean, count = view.state.get(key, (zero, jnp.zeros((), signal.dtype)))
+        b = jnp.where(count > 0, mean / (1.0 - self.decay ** jnp.maximum(count, 1.0)), 0.0)
+        new = (self.decay * mean + (1.0 - self.decay) * signal, count + 1.0)
+        return Contribution(jnp.sum((signal - sg(b)) * score), state={key: new})
 
 
 def reinforce(baseline: None | str | Callable[[], Any] = None, decay: float = 0.9) -> Reinforce:
     """Score-function gradients, for any distribution NumPyro can sample and score.
 
     Args:
-        baseline: ``None``; ``"average"`` (a decaying average of the objective's past values,
-            carried across fit steps); ``"loo"`` (leave-one-out across particles, VIMCO, for
-            programs that combine particles with ``logmeanexp``); or a zero-argument callable
-            returning a scalar baseline, e.g. ``lambda: numpyro.param("b", 0.0)``, fitted by
-            regression on the objective.
+        baseline: ``None``; ``"average"`` (a decaying average of the draw's past learning
+            signals, carried across fit steps); ``"loo"`` (leave-one-out across particles,
+            VIMCO, for programs that combine particles with ``logmeanexp``); or a
+            zero-argument callable returning a scalar baseline, e.g.
+            ``lambda: numpyro.param("b", 0.0)``, fitted by regression on the signal.
         decay: the decay of the ``"average"`` baseline, in [0, 1).
 
     Example:
@@ -234,8 +188,6 @@ def reinforce_from(sample: Callable[[Site, jax.Array], jax.Array],
         vx.estimate(vx.objectives.elbo(), model, guide, params,
                     estimators={"z": vx.estimators.reinforce_from(sample, log_prob)})
     """
-    from vi_ext.errors import ArgumentError
-
     for name, fn in (("sample", sample), ("log_prob", log_prob)):
         if not callable(fn):
             raise ArgumentError(name, f"expected a function, got {fn!r}.")

@@ -20,22 +20,19 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from vi_ext.program import Objective, density, logmeanexp, particles
-from vi_ext.program.marginal import marginal, model_latent_names
+from vi_ext.program.marginal import Marginal, model_latent_names
 from vi_ext.program.primitives import sim
-
-
-def _kept(model, guide, keep, args, kwargs):
-    if keep is not None:
-        return list(keep)
-    draw = sim(guide, *args, **kwargs)  # traced once to learn the names; DCE'd by XLA
-    return sorted(model_latent_names(model, draw.values, args, kwargs))
 
 
 def hierarchical_log_weight(model, guide, *args, keep=None, proposal=None, num_inner=0,
                             **kwargs):
-    """log p(x, z) - log q_hat(z) for one draw of a hierarchical guide."""
-    names = _kept(model, guide, keep, args, kwargs)
-    q = marginal(guide, *args, keep=names, proposal=proposal, num_particles=num_inner, **kwargs)
+    """log p(x, z) - log q_hat(z) for one draw of a hierarchical guide (the kept sites,
+    when not given, are the guide's sites that the model samples: read from the guide's own
+    draw, no extra one)."""
+    if keep is None:
+        def keep(values):
+            return sorted(model_latent_names(model, values, args, kwargs))
+    q = sim(Marginal(guide, keep, proposal, num_inner), *args, **kwargs)
     return density(model, q, *args, **kwargs) - q.log_density
 
 

@@ -2,10 +2,10 @@
 
 With z_k ~ q and self-normalized weights w~_k (see :func:`vi_ext.program.normalize`):
 
-    pwake:  value  log (1/K) sum_k w_k  (the IWAE estimate of log p(x)),
+    pwake:  value  log (1/K) sum_k w_k  (the IWAE estimate of log p(x), ``log_evidence``),
             gradient in the model's params  sum_k w~_k d/dtheta log p_theta(x, z_k),
             which is exactly the theta-gradient of IWAE_K (q does not depend on theta);
-            the guide gets no gradient.
+            the guide (a fixed sampler in ``normalize``) gets no gradient.
     qwake:  value  sum_k w~_k log q_phi(z_k),
             gradient  sum_k w~_k d/dphi log q_phi(z_k)  ~=  -d/dphi KL(p(z | x) || q_phi(z)),
             a self-normalized estimate, consistent as K grows (its bias is O(1/K)).
@@ -20,27 +20,19 @@ from __future__ import annotations
 
 from functools import partial
 
-import jax
-import jax.numpy as jnp
-
 from vi_ext.program import Objective, density
 from vi_ext.program.normalize import normalize
-
-sg = jax.lax.stop_gradient
 
 
 def pwake_program(model, guide, *args, num_particles: int = 5, **kwargs):
     """IWAE value; model-parameter gradient of reweighted wake-sleep."""
-    post = normalize(model, guide, *args, num_particles=num_particles, **kwargs)
-    log_p = jax.vmap(lambda v: density(model, v, *args, **kwargs))(post.values)
-    return post.log_evidence + jnp.sum(post.weights * (log_p - sg(log_p)))
+    return normalize(model, guide, *args, num_particles=num_particles, **kwargs).log_evidence
 
 
 def qwake_program(model, guide, *args, num_particles: int = 5, **kwargs):
-    """sum_k w~_k log q(z_k): the guide's wake-phase objective."""
+    """sum_k w~_k log q(z_k): the guide's wake-phase objective (weights held constant)."""
     post = normalize(model, guide, *args, num_particles=num_particles, **kwargs)
-    log_q = jax.vmap(lambda v: density(guide, v, *args, **kwargs))(post.values)
-    return jnp.sum(post.weights * log_q)
+    return post.expect(lambda v: density(guide, v, *args, **kwargs))
 
 
 def pwake(num_particles: int = 5) -> Objective:

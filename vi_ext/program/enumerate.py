@@ -33,7 +33,7 @@ from numpyro.distributions.util import is_identically_one
 from numpyro.primitives import Messenger
 
 from vi_ext.errors import SiteError
-from vi_ext.program.sites import site_log_prob
+from vi_ext.program.sites import site_log_prob, site_log_prob_array
 
 
 def is_enumerated(site: dict) -> bool:
@@ -87,10 +87,10 @@ class EnumerateSites(Messenger):
 
 
 def _factor_groups(trace, dims, provided):
-    """(sum of the factors without an enumerated dimension, {site: the log factors that
-    depend on it, summed and reduced to the site's own shape [K, its plates]}, {site:
-    its plate scale})."""
-    total = jnp.zeros(())
+    """({site: its log factor, for the factors without an enumerated dimension}, {site: the
+    log factors that depend on it, summed and reduced to the site's own shape [K, its
+    plates]}, {site: its plate scale})."""
+    plain: dict[str, jnp.ndarray] = {}
     groups: dict[str, jnp.ndarray] = {}
     scales: dict[str, object] = {}
     for s in trace.values():
@@ -106,7 +106,7 @@ def _factor_groups(trace, dims, provided):
         on = [e for e, (dim, size) in dims.items()
               if jnp.ndim(lp) >= -dim and jnp.shape(lp)[dim] == size and size > 1]
         if not on:
-            total = total + site_log_prob(s, check_shape=name in provided)
+            plain[name] = site_log_prob_array(s, check_shape=name in provided)
             continue
         if len(on) > 1:
             raise SiteError(name, f"depends on the enumerated sites {on}; vi_ext sums out one "
@@ -121,7 +121,7 @@ def _factor_groups(trace, dims, provided):
         scales.setdefault(e, scale)
         lp = _to_site_shape(lp, trace[e])
         groups[e] = lp if e not in groups else groups[e] + lp
-    return total, groups, scales
+    return plain, groups, scales
 
 
 def _to_site_shape(lp, site):
@@ -133,25 +133,35 @@ def _to_site_shape(lp, site):
     return jnp.sum(lp, axis=axes, keepdims=True) if axes else lp
 
 
-def summed_log_density(trace: Mapping[str, dict], dims: Mapping[str, tuple[int, int]],
-                       provided, expected: Mapping | None = None) -> jnp.ndarray:
-    """log p of a trace run under :class:`EnumerateSites`: factors without an enumerated
-    dimension are summed; those with one are grouped by it, log-sum-exp'ed over it, then
-    summed (scaled by their plate's subsampling scale). For a site in ``expected`` (name ->
-    the guide's distribution there, a ``local_enum()`` site) the group is averaged over the
-    dimension under the guide's probabilities instead: sum_k q_n(k) log f_n(k)."""
+def log_density_terms(trace: Mapping[str, dict], dims: Mapping[str, tuple[int, int]],
+                      provided, expected: Mapping | None = None) -> tuple[dict, dict]:
+    """The terms of log p of a trace run under :class:`EnumerateSites`, position by
+    position: ({site: its factor}, {enumerated site: its factor group, log-sum-exp'ed over
+    its dimension and scaled by its plate's subsampling scale}). For a site in ``expected``
+    (name -> the guide's distribution there, a guide site integrated by its strategy) the
+    group is averaged over the dimension under the guide's probabilities instead:
+    sum_k q_n(k) log f_n(k)."""
     expected = expected or {}
-    total, groups, scales = _factor_groups(trace, dims, provided)
+    plain, groups, scales = _factor_groups(trace, dims, provided)
+    out = {}
     for e, acc in groups.items():
         if e in expected:
-            out = _expectation(expected[e], trace[e]["value"], acc, dims[e][0])
+            g = _expectation(expected[e], trace[e]["value"], acc, dims[e][0])
         else:
-            out = logsumexp(acc, axis=dims[e][0])
+            g = logsumexp(acc, axis=dims[e][0])
         scale = scales.get(e)
         if scale is not None and not is_identically_one(scale):
-            out = scale * out
-        total = total + jnp.sum(out)
-    return total
+            g = scale * g
+        out[e] = g
+    return plain, out
+
+
+def summed_log_density(trace: Mapping[str, dict], dims: Mapping[str, tuple[int, int]],
+                       provided, expected: Mapping | None = None) -> jnp.ndarray:
+    """log p of a trace run under :class:`EnumerateSites`: the sum of
+    :func:`log_density_terms`."""
+    plain, groups = log_density_terms(trace, dims, provided, expected)
+    return sum((jnp.sum(x) for x in (*plain.values(), *groups.values())), jnp.zeros(()))
 
 
 def _expectation(guide_fn, support, acc, dim):
@@ -162,48 +172,22 @@ def _expectation(guide_fn, support, acc, dim):
 
 
 def expected_log_prob(site: dict) -> jnp.ndarray:
-    """E_q[log q] of a ``local_enum()`` guide site, position by position and summed (with
-    its plate scale): sum_n sum_k q_n(k) log q_n(k), minus its entropy."""
+    """E_q[log q] of a guide site integrated by its strategy, position by position (with
+    its plate scale): sum_k q_n(k) log q_n(k), minus the entropy at position n."""
     fn = site["fn"]
     log_q = fn.log_prob(laid_out_support(fn, -len(fn.batch_shape) - 1))
     out = jnp.sum(jnp.where(jnp.isfinite(log_q), jnp.exp(log_q) * log_q, 0.0), axis=0)
     scale = site.get("scale")
     if scale is not None and not is_identically_one(scale):
         out = scale * out
-    return jnp.sum(out)
-
-
-def check_leaves(guide, trace: Mapping[str, dict], enumerated, key, *args, **kwargs) -> None:
-    """Refuse, naming it, a guide site that depends on a ``local_enum()`` site: the guide
-    is traced again with each such site set to its support along its own dimension, and a
-    site whose distribution then broadcasts over that dimension depends on it."""
-    from numpyro import handlers
-
-    first = -max_plate_nesting(trace) - 1
-    laid, dims = {}, {}
-    for i, name in enumerate(enumerated):
-        laid[name] = laid_out_support(trace[name]["fn"], first - i)
-        dims[name] = (first - i, int(laid[name].shape[0]))
-    with handlers.block():
-        again = handlers.trace(handlers.seed(handlers.condition(guide, data=laid),
-                                             rng_seed=key)).get_trace(*args, **kwargs)
-    for s in again.values():
-        if s["type"] != "sample" or s.get("is_observed"):
-            continue
-        shape = tuple(s["fn"].batch_shape)
-        for e, (dim, size) in dims.items():
-            if e != s["name"] and size > 1 and len(shape) >= -dim and shape[dim] == size:
-                raise SiteError(e, f"the guide site {s['name']!r} depends on this site, which "
-                                "local_enum() needs to be a leaf of the guide (nothing "
-                                "drawn after it may use its value). Use enum() (joint "
-                                "enumeration), mvd() or reinforce() for it.")
+    return out
 
 
 def run(fn, values: Mapping, key, args=(), kwargs=None,
         also=()) -> tuple[dict, dict | None, dict]:
     """Trace ``fn`` (a model already conditioned on ``values``) once; when it has enumerated
-    sites not in ``values``, or sites named in ``also`` (``local_enum()`` guide sites),
-    trace it again with their supports laid out.
+    sites not in ``values``, or sites named in ``also`` (guide sites whose strategy
+    integrates them), trace it again with their supports laid out.
 
     Returns:
         the plain trace, the enumerated trace (None without enumerated sites), and
@@ -218,8 +202,9 @@ def run(fn, values: Mapping, key, args=(), kwargs=None,
         return trace, None, {}
     missing = [n for n in also if n not in trace]
     if missing:
-        raise SiteError(missing[0], "the guide draws this site with local_enum() but the "
-                        "model has no latent site of that name.")
+        raise SiteError(missing[0], "the guide's strategy for this site integrates it "
+                        "against the model's factors, but the model has no latent site of "
+                        "that name.")
     enum = EnumerateSites(fn, values, -max_plate_nesting(trace) - 1, also)
     etrace = handlers.trace(handlers.seed(enum, rng_seed=key)).get_trace(*args, **kwargs)
     return trace, etrace, enum.dims

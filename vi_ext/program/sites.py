@@ -24,6 +24,12 @@ def site_log_prob(site: dict, *, check_shape: bool = False) -> jnp.ndarray:
         check_shape: require the value's shape to equal the distribution's
             ``batch_shape + event_shape`` (used for latent values supplied by a guide).
     """
+    return jnp.sum(site_log_prob_array(site, check_shape=check_shape))
+
+
+def site_log_prob_array(site: dict, *, check_shape: bool = False) -> jnp.ndarray:
+    """The scaled log density of one sample site, position by position (shape
+    ``sample_shape + batch_shape``); see :func:`site_log_prob`."""
     fn, value = site["fn"], site["value"]
     if check_shape:
         expected = tuple(fn.shape())
@@ -42,7 +48,7 @@ def site_log_prob(site: dict, *, check_shape: bool = False) -> jnp.ndarray:
     scale = site.get("scale")
     if scale is not None and not is_identically_one(scale):
         lp = scale * lp
-    return jnp.sum(lp)
+    return lp
 
 
 def sample_sites(trace: dict, *, observed: bool | None = None) -> Iterable[dict]:
@@ -69,13 +75,3 @@ def nonfinite_site_names(trace: dict) -> list[str]:
         if not ok:
             bad.append(s["name"])
     return bad
-
-
-def trace_log_probs(trace: dict, names: Iterable[str] | None = None) -> dict[str, jnp.ndarray]:
-    """Per-site scaled log densities of the sample sites of ``trace`` (or of ``names``)."""
-    wanted = None if names is None else set(names)
-    return {
-        s["name"]: site_log_prob(s)
-        for s in sample_sites(trace)
-        if wanted is None or s["name"] in wanted
-    }

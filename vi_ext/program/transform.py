@@ -1,17 +1,38 @@
 """The transformation: from an objective program to an unbiased gradient estimator.
 
-vi_ext takes the *surrogate* route (see docs/design.md): the program runs once under
-handlers that draw each latent site with its strategy, and the strategies register
-terms that make the reverse-mode derivative of a scalar surrogate an unbiased estimate of
-the gradient of the objective's expected value,
+vi_ext takes the *surrogate* route (see docs/design.md): the program runs under handlers that
+draw each latent site with its strategy, and the strategies contribute terms that make the
+reverse-mode derivative of a scalar surrogate an unbiased estimate of the gradient of the
+program's expected value,
 
-    surrogate = F + sum_j (stop_grad(F) - b_j) * (s_j - stop_grad(s_j)),
+    surrogate = F + sum_j contribution_j,
 
-where F is the program's value, s_j the log density of the j-th score-function site and b_j
-its baseline (DiCE, Foerster et al. 2018; Storchastic, van Krieken et al. 2021). The
-surrogate's value equals F, and for pathwise sites gradients flow through F itself. The cost
-of one estimate is one run of the program plus one reverse pass, as for a hand-written
-estimator.
+where F is the program's value and contribution_j what the strategy of draw j adds (for a
+score-function draw, sum_n (stop_grad(signal_jn) - b_jn) (s_jn - stop_grad(s_jn)) with s_jn
+its log density at position n and signal_jn the part of F downstream of it: DiCE, Foerster et
+al. 2018; Storchastic, van Krieken et al. 2021; Rao-Blackwellized by the program's structure
+as in Schulman et al. 2015). The surrogate's value equals F; pathwise draws carry their
+gradient through F itself.
+
+The core knows no particular strategy or objective. One estimate goes as follows:
+
+1. Run the program once. Every draw records what its strategy asked for (its
+   :class:`~vi_ext.estimators.base.Draw`).
+2. If a draw asked for the rest of the program (``continuation``), its strategy answers with
+   re-runs in which that draw, by address, is pinned (the first such draw; re-runs answer the
+   next ones). Done.
+3. If a strategy contributes terms, stage the program (:mod:`vi_ext.program.structure`) to
+   learn its structure; when a draw asked for a learning signal, run it once more as a
+   function of zero perturbations of its terms, whose cotangents are the coefficients a_t
+   of F in its terms (one extra backward pass over the linear combination only).
+4. Each strategy contributes (:class:`~vi_ext.program.view.DrawView`): surrogate terms, a
+   state update, or a rescaling of a ``sim`` call's pathwise derivative, in which case the
+   program runs once more with the same random numbers and that rescaling (DReG). Validity
+   is each strategy's own decision, from the structure, with a named refusal.
+
+The cost of one estimate is one run of the program plus one reverse pass for pathwise,
+enumerated and integrated draws, as for a hand-written estimator; score-function draws add a
+backward pass over the linear part of the program; staging happens at trace time only.
 """
 
 from __future__ import annotations
@@ -23,10 +44,16 @@ import jax
 import jax.numpy as jnp
 
 from vi_ext.errors import ArgumentError, SiteError
-from vi_ext.estimators.base import is_strategy
+from vi_ext.estimators.base import Contribution, is_strategy
 from vi_ext.keys import as_key
 from vi_ext.program.context import Frame
 from vi_ext.program.objective import Objective
+from vi_ext.program.objective import get as get_objective
+from vi_ext.program.records import DrawRecord, LogMeanExpRecord, TermRecord
+from vi_ext.program.structure import analyse
+from vi_ext.program.view import DrawView, Evaluation
+
+sg = jax.lax.stop_gradient
 
 
 def check_estimators(estimators: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -53,16 +80,12 @@ class Aux(NamedTuple):
 
     Attributes:
         value: the program's estimate of the objective (gradient stopped).
-        state: the strategy state after this estimate (site-keyed; see ``reinforce``'s
+        state: the strategy state after this estimate (string-keyed; see ``reinforce``'s
             ``"average"`` baseline). Equal to the input state when no strategy keeps any.
     """
 
     value: jax.Array
     state: dict
-
-
-#: library objectives that are not a logmeanexp of importance log weights (dreg() is invalid)
-_NOT_IMPORTANCE_WEIGHTED = {"renyi", "hvi", "iwhvi", "diwhvi", "cubo", "pwake", "qwake"}
 
 
 def surrogate_fn(
@@ -80,11 +103,12 @@ def surrogate_fn(
     state between calls (``None``: the initial state).
     """
     estimators = check_estimators(estimators)
+    objective = _as_objective(objective)
 
-    def evaluate(params, key, overrides, state, weights=None):
-        """(surrogate, value, state updates) of one run with ``overrides`` fixed."""
-        frame = Frame(params, key, estimators, overrides=overrides, state=state,
-                      particle_weights=weights)
+    def run(params, key, overrides, state, inputs, mode="run"):
+        """One run of the program: (value, frame)."""
+        frame = Frame(params, key, estimators, overrides=overrides, inputs=inputs,
+                      state=state, mode=mode)
         with frame:
             value = objective.program(model, guide, *args, **kwargs)
         value = jnp.asarray(value)
@@ -95,47 +119,93 @@ def surrogate_fn(
                 "it must return a scalar estimate (average particles with jnp.mean or "
                 "logmeanexp).",
             )
-        if frame.local_enum_sites and objective.name != "elbo":
-            name = sorted(frame.local_enum_sites)[0]
-            raise SiteError(
-                name,
-                "local_enum() takes the expectation over this site inside log p - log q, "
-                f"which is exact for the ELBO only; objective '{objective.name}' is not linear "
-                "in it. Use enum() (joint enumeration), mvd() or reinforce() for this site.",
-            )
-        unknown = set(estimators) - frame.visited_sites
+        return value, frame
+
+    def structure_of(params, key, overrides, state, inputs):
+        return analyse(lambda p, k, o, i: run(p, k, o, state, i, "analysis")[0],
+                       params, key, overrides, inputs)
+
+    def evaluate(params, key, overrides, state, scales=None):
+        """(surrogate, value, state updates) of one estimate with ``overrides`` pinned."""
+        inputs = dict(scales or {})
+        value, frame = run(params, key, overrides, state, inputs)
+        info = frame.info
+        unknown = set(estimators) - info.visited_sites
         if unknown:
             name = sorted(unknown)[0]
             raise SiteError(
                 name,
                 "a strategy was given for this site but the guide has no latent site of that "
-                f"name. Guide latent sites: {sorted(frame.visited_sites)}.",
+                f"name. Guide latent sites: {sorted(info.visited_sites)}.",
             )
-        if frame.path_sites and weights is None:
-            w = _path_weights(frame, objective)
-            if w is not None:
-                # second pass, same random numbers: each particle's path derivative is
-                # scaled by its normalized weight
-                return evaluate(params, key, overrides, state, w)
-        stopped = jax.lax.stop_gradient(value)
-        updates: dict = {}
-        for record in frame.records:
-            updates.update(record.state_update(stopped))
-        if frame.requests:
-            # the first site whose strategy needs the rest of the program: its strategy
-            # combines re-runs of the program with that site's value fixed
-            request = frame.requests[0]
+        free = {a: i for a, i in info.draws.items() if not i.pinned}
+        records = frame.records
 
-            def run(ov):
-                sur, val, _ = evaluate(params, key, {**overrides, **ov}, state)
+        # 2. the first draw that needs the rest of the program
+        waiting = [a for a, i in free.items() if i.draw.continuation]
+        if waiting:
+            address = waiting[0]
+            dinfo = free[address]
+            if dinfo.path:
+                raise SiteError(
+                    dinfo.site.name,
+                    f"{dinfo.strategy.name}() re-runs the rest of the program for this draw "
+                    f"(at {'/'.join(address)}), which is not supported inside "
+                    "vx.program.particles (the joint re-runs grow exponentially with the "
+                    "number of particles). Use it outside particles (e.g. with "
+                    "vx.objectives.elbo()), or a strategy that does not re-run the program "
+                    "(reinforce(), local_enum()) here.",
+                )
+            ev = _evaluation(value, info, None, records, None, state)
+
+            def rerun(pinned):
+                sur, val, _ = evaluate(params, key, {**overrides, **pinned}, state)
                 return sur, val
 
-            surrogate, value = request.strategy.answer(request, run)
-            return surrogate, value, updates
-        surrogate = value
-        for record in frame.records:
-            surrogate = surrogate + record.surrogate_term(stopped, frame.records)
-        return surrogate, stopped, updates
+            surrogate, value = dinfo.strategy.answer(DrawView(address, ev), rerun)
+            return surrogate, sg(value), {}
+
+        # 3. strategies that contribute: the program's structure, and signals if asked
+        contributing = [a for a, i in free.items()
+                        if callable(getattr(i.strategy, "contribute", None))]
+        if not contributing:
+            return value, sg(value), {}
+        structure = structure_of(params, key, overrides, state, inputs)
+        coefficients = None
+        if any(free[a].draw.signal for a in contributing):
+            deltas = {label: jnp.zeros(structure.avals[label].shape,
+                                       structure.avals[label].dtype)
+                      for label in structure.terms}
+            holder = {}
+
+            def with_deltas(d):
+                v, fr = run(params, key, overrides, state, {**inputs, **d})
+                holder["info"] = fr.info
+                return v, fr.records
+
+            value, pullback, records = jax.vjp(with_deltas, deltas, has_aux=True)
+            (coefficients,) = pullback(jnp.ones_like(value))
+            info = holder["info"]
+        ev = _evaluation(value, info, structure, records, coefficients, state)
+
+        # 4. contributions
+        surrogate, updates, path_scales = value, {}, {}
+        for address in contributing:
+            dinfo = info.draws[address]
+            c = dinfo.strategy.contribute(DrawView(address, ev))
+            if c is None:
+                continue
+            if not isinstance(c, Contribution):
+                raise TypeError(f"{dinfo.strategy.name}.contribute() must return a "
+                                f"vx.estimators.Contribution, got {type(c).__name__}")
+            surrogate = surrogate + jnp.asarray(c.surrogate)
+            updates.update(c.state)
+            if c.path_scale is not None:
+                path_scales[("scale", dinfo.sim)] = sg(c.path_scale)
+        if path_scales and scales is None:
+            # the same random numbers, each sim call's pathwise derivative rescaled
+            return evaluate(params, key, overrides, state, path_scales)
+        return surrogate, sg(value), updates
 
     def f(params: dict, key: jax.Array, state: Mapping[str, Any] | None = None):
         state = dict(state or {})
@@ -145,59 +215,22 @@ def surrogate_fn(
     return f
 
 
+def _evaluation(value, info, structure, records, coefficients, state) -> Evaluation:
+    draws, terms, lmes = {}, {}, {}
+    for r in records:
+        if isinstance(r, DrawRecord):
+            draws[r.address] = r
+        elif isinstance(r, TermRecord):
+            terms[r.label] = r.value
+        elif isinstance(r, LogMeanExpRecord):
+            lmes[r.address] = r.x
+    return Evaluation(value, info, structure, draws, terms, lmes, coefficients, state)
+
+
 def initial_state(surrogate: Callable, params: dict, key: jax.Array) -> dict:
     """The initial strategy state of ``surrogate`` (zeros shaped like its updates)."""
     shapes = jax.eval_shape(lambda p, k: surrogate(p, k)[1].state, params, key)
     return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-
-def _path_weights(frame: Frame, objective: Objective) -> jax.Array | None:
-    """Check the stl()/dreg() sites of a run; the particle weights dreg() needs, if any.
-
-    Both hold log q's parameters constant, which is unbiased only where the program's value is
-    the mean (stl, dreg) or the logmeanexp (dreg, with reweighting) of importance log weights.
-    """
-    from vi_ext.program.records import LogMeanExpRecord
-
-    name, (kind, depth) = sorted(frame.path_sites.items())[0]
-    if objective.name in _NOT_IMPORTANCE_WEIGHTED:
-        raise SiteError(
-            name,
-            f"{kind}() holds log q's parameters constant, which is unbiased for the ELBO and "
-            f"importance-weighted bounds (iwae) only; objective '{objective.name}' is neither. "
-            "Use reparam() for this site.",
-        )
-    top = [r for r in frame.records if isinstance(r, LogMeanExpRecord) and r.x.ndim == 1]
-    in_particles = {s: d for s, (_, d) in frame.path_sites.items() if d >= 1}
-    stl_inside = [s for s, (k, d) in frame.path_sites.items() if k == "stl" and d >= 1]
-    if top and stl_inside:
-        raise SiteError(
-            stl_inside[0],
-            "stl() is biased under a logmeanexp of particles (the IWAE family): the score "
-            "term it drops no longer has mean zero (Tucker et al., 2019). Use dreg() for this "
-            "site, which is unbiased there.",
-        )
-    deep = [s for s, d in in_particles.items() if d > 1]
-    if deep:
-        raise SiteError(
-            deep[0],
-            f"{frame.path_sites[deep[0]][0]}() needs the site to be drawn in the top-level "
-            "particles of the objective; here it is drawn inside nested particles. Use "
-            "reparam() for this site.",
-        )
-    dreg_inside = [s for s, (k, d) in frame.path_sites.items() if k == "dreg" and d == 1]
-    if not dreg_inside or not top:
-        return None  # no reweighting: dreg() is stl() (a plain mean of particles, or none)
-    if frame.num_particle_calls != 1 or len(top) != 1:
-        raise SiteError(
-            dreg_inside[0],
-            "dreg() needs a program that draws its particles with one "
-            "vx.program.particles call and returns logmeanexp of their log weights (as "
-            "iwae() does); this program has "
-            f"{frame.num_particle_calls} particles call(s) and {len(top)} logmeanexp(s) at top "
-            "level. Use reparam() for this site.",
-        )
-    return jax.nn.softmax(jax.lax.stop_gradient(top[0].x))
 
 
 def value_and_grad_fn(
@@ -234,7 +267,8 @@ def estimate(
     """An unbiased estimate of an objective and of its gradient w.r.t. the parameters.
 
     E[value] = L(params) and E[grads] = dL/dparams, where L is the objective's expected
-    value, for every combination of per-site strategies.
+    value, for every combination of per-site strategies that the program's structure admits
+    (the others are refused with an error naming the site, the strategy and the reason).
 
     Args:
         objective: an :class:`Objective` (e.g. ``vx.objectives.elbo()``) or its name.
@@ -260,6 +294,4 @@ def estimate(
 
 
 def _as_objective(objective: Any) -> Objective:
-    from vi_ext.objectives import get as get_objective
-
     return get_objective(objective)
