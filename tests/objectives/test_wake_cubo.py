@@ -36,6 +36,24 @@ def test_pwake_gradient_is_the_model_gradient_and_the_guide_gets_none():
     assert np.all(np.asarray(grads["m"]) == 0) and np.all(np.asarray(grads["s"]) == 0)
 
 
+def test_normalize_is_differentiable_in_the_model_and_matches_iwae():
+    """log_evidence is the IWAE estimate with the proposal held constant: its gradient in
+    the model's parameters is the IWAE gradient in them (same draws), the guide's is zero."""
+    params = {"m": jnp.array(0.3), "s": jnp.array(0.8), "loc": jnp.array(0.2)}
+
+    @expectation
+    def evidence(model, guide, *args, **kwargs):
+        return normalize(model, guide, *args, num_particles=8, **kwargs).log_evidence
+
+    _, g_norm = many(evidence, model_with_param, gaussian_guide, params, 3000, x=X)
+    _, g_iwae = many(vx.objectives.iwae(8), model_with_param, gaussian_guide, params, 3000,
+                     x=X)
+    a, b = np.asarray(g_norm["loc"]), np.asarray(g_iwae["loc"])
+    se = np.sqrt(a.var() / len(a) + b.var() / len(b))
+    assert abs(a.mean() - b.mean()) <= 4.5 * se
+    assert np.all(np.asarray(g_norm["m"]) == 0)
+
+
 def test_qwake_gradient_approaches_minus_grad_of_kl_p_q():
     m, s = 0.3, 0.8
     mp = X / 2  # exact posterior N(X/2, sqrt(1/2))

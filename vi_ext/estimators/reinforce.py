@@ -113,24 +113,25 @@ class Reinforce:
     def contribute(self, view) -> Contribution:
         lp = view.position_log_prob
         score = lp - sg(lp)
+        direct = view.without_direct_log_prob_gradient()
         if self.kind == "loo":
-            return Contribution(jnp.sum(sg(view.leave_one_out()) * score))
+            return Contribution(jnp.sum(sg(view.leave_one_out()) * score) + direct)
         signal = sg(view.signal)
         if self.kind == "none":
-            return Contribution(jnp.sum(signal * score))
+            return Contribution(jnp.sum(signal * score) + direct)
         if self.kind == "fn":
             b = view.data
             b = jnp.reshape(b, jnp.shape(b) + (1,) * (signal.ndim - jnp.ndim(b))) \
                 if jnp.ndim(b) < signal.ndim and jnp.ndim(b) > 0 else b
             regression = -0.5 * jnp.sum((signal - b) ** 2)
-            return Contribution(jnp.sum((signal - sg(b)) * score) + regression)
+            return Contribution(jnp.sum((signal - sg(b)) * score) + regression + direct)
         # "average": a bias-corrected decaying average of past signals, per position
         key = state_key(view.address)
         zero = jnp.zeros(signal.shape, signal.dtype)
         mean, count = view.state.get(key, (zero, jnp.zeros((), signal.dtype)))
         b = jnp.where(count > 0, mean / (1.0 - self.decay ** jnp.maximum(count, 1.0)), 0.0)
         new = (self.decay * mean + (1.0 - self.decay) * signal, count + 1.0)
-        return Contribution(jnp.sum((signal - sg(b)) * score), state={key: new})
+        return Contribution(jnp.sum((signal - sg(b)) * score) + direct, state={key: new})
 
 
 def reinforce(baseline: None | str | Callable[[], Any] = None, decay: float = 0.9) -> Reinforce:

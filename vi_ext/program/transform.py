@@ -128,6 +128,24 @@ def surrogate_fn(
     def evaluate(params, key, overrides, state, scales=None):
         """(surrogate, value, state updates) of one estimate with ``overrides`` pinned."""
         inputs = dict(scales or {})
+
+        def run_with_perturbations(structure):
+            """Run as a function of zero perturbations of the terms: their cotangents are
+            the coefficients a_t = dF/dt (one backward pass over the linear part)."""
+            deltas = {label: jnp.zeros(structure.avals[label].shape,
+                                       structure.avals[label].dtype)
+                      for label in structure.terms}
+            holder = {}
+
+            def with_deltas(d):
+                v, fr = run(params, key, overrides, state, {**inputs, **d})
+                holder["info"] = fr.info
+                return v, fr.records
+
+            v, pullback, recs = jax.vjp(with_deltas, deltas, has_aux=True)
+            (coefs,) = pullback(jnp.ones_like(v))
+            return v, recs, holder["info"], coefs
+
         value, frame = run(params, key, overrides, state, inputs)
         info = frame.info
         unknown = set(estimators) - info.visited_sites
@@ -173,19 +191,13 @@ def surrogate_fn(
         structure = structure_of(params, key, overrides, state, inputs)
         coefficients = None
         if any(free[a].draw.signal for a in contributing):
-            deltas = {label: jnp.zeros(structure.avals[label].shape,
-                                       structure.avals[label].dtype)
-                      for label in structure.terms}
-            holder = {}
-
-            def with_deltas(d):
-                v, fr = run(params, key, overrides, state, {**inputs, **d})
-                holder["info"] = fr.info
-                return v, fr.records
-
-            value, pullback, records = jax.vjp(with_deltas, deltas, has_aux=True)
-            (coefficients,) = pullback(jnp.ones_like(value))
-            info = holder["info"]
+            static = {label: structure.coefficient(label) for label in structure.terms}
+            if all(c is not None for c in static.values()):
+                # the coefficients are numbers known from the structure: no second run
+                coefficients = {label: jnp.asarray(c, structure.avals[label].dtype)
+                                for label, c in static.items()}
+            else:
+                value, records, info, coefficients = run_with_perturbations(structure)
         ev = _evaluation(value, info, structure, records, coefficients, state)
 
         # 4. contributions
