@@ -71,3 +71,80 @@ def test_reinforce_from_refuses_bad_arguments_by_name():
     assert "reinforce_from" in repr(vx.estimators.reinforce_from(inverse_cdf_bernoulli,
                                                                  bernoulli_log_prob))
     np.testing.assert_equal(vx.estimators.is_strategy(wrong), True)
+
+
+class ScoreWithConstantBaseline:
+    """A user's score-function strategy: asks for the learning signal, subtracts a constant."""
+
+    name = "score_b"
+
+    def __init__(self, b):
+        self.b = b
+
+    def sample(self, site, key):
+        z = jax.lax.stop_gradient(site.fn.sample(key, site.sample_shape))
+        return vx.estimators.Draw(z, signal=True)
+
+    def contribute(self, view):
+        lp = view.position_log_prob
+        signal = jax.lax.stop_gradient(view.signal)
+        return vx.estimators.Contribution(
+            jnp.sum((signal - self.b) * (lp - jax.lax.stop_gradient(lp))))
+
+
+class MyLocalEnum:
+    """A user's strategy of the local-enumeration kind (integrate, check affinity)."""
+
+    name = "my_local_enum"
+
+    def sample(self, site, key):
+        return vx.estimators.Draw(jax.lax.stop_gradient(site.fn.sample(key)), integrate=True)
+
+    def contribute(self, view):
+        if view.terms_affine() or view.value_used:
+            view.refuse("the value must be affine in this site's terms")
+
+
+class MyDReG:
+    """A user's strategy of the DReG kind (stop params, rescale the path)."""
+
+    name = "my_dreg"
+
+    def sample(self, site, key):
+        return vx.estimators.Draw(site.fn.rsample(key, site.sample_shape), stop_params=True)
+
+    def contribute(self, view):
+        if view.log_prob_affine:
+            return None
+        lme = view.logmeanexp()
+        if isinstance(lme, str) or not lme.only_channel or lme.log_q_coefficient is None:
+            view.refuse("needs a * logmeanexp of importance log weights over its particles")
+        return vx.estimators.Contribution(
+            path_scale=1.0 + lme.log_q_coefficient * (1.0 - lme.weights))
+
+
+@pytest.mark.parametrize("strategy", [ScoreWithConstantBaseline(-1.5), MyLocalEnum()],
+                         ids=["score", "local-enum"])
+def test_users_strategies_of_the_score_and_integrating_kinds_are_unbiased(strategy):
+    values, grads = estimates(vx.objectives.elbo(), bern_model, bern_guide,
+                              {"p": jnp.array(0.6)}, {"z": strategy}, x=X_OBS)
+    assert_unbiased(values, exact_iwae(0.6, 1))
+    assert_unbiased(grads["p"], jax.grad(exact_iwae)(0.6, 1))
+    if not isinstance(strategy, MyLocalEnum):
+        return
+    with pytest.raises(vx.SiteError, match="site 'z'.*my_local_enum"):
+        vx.estimate(vx.objectives.iwae(3), bern_model, bern_guide, {"p": jnp.array(0.6)},
+                    x=X_OBS, estimators={"z": MyLocalEnum()})
+
+
+def test_a_users_strategy_of_the_dreg_kind_matches_the_iwae_gradient():
+    params = {"m": jnp.array(0.3), "s": jnp.array(0.8)}
+    _, mine = estimates(vx.objectives.iwae(4), gaussian_model, gaussian_guide, params,
+                        {"z": MyDReG()}, x=1.3)
+    _, plain = estimates(vx.objectives.iwae(4), gaussian_model, gaussian_guide, params,
+                         {"z": vx.estimators.reparam()}, n=16000, x=1.3)
+    for name in params:
+        a, b = np.asarray(mine[name]), np.asarray(plain[name])
+        se = np.sqrt(a.var() / len(a) + b.var() / len(b))
+        assert abs(a.mean() - b.mean()) <= 4.5 * se
+    assert np.var(mine["m"]) < 0.5 * np.var(plain["m"])
