@@ -124,3 +124,22 @@ def test_choices_dict_accepted_by_density():
     params = {"m": jnp.array(M), "s": jnp.array(S)}
     v, _ = vx.estimate(with_dict, gaussian_model, gaussian_guide, params, key=0, x=X)
     assert np.isfinite(v)
+
+
+def test_a_guide_whose_transform_has_no_inverse_scores_its_draws_from_intermediates():
+    """AutoBNAFNormal's flow has no inverse: sim must score the draw with the intermediates
+    NumPyro records at sampling (it used to recompute log q from the value and fail); the
+    strategies that need log q at a given value refuse it by name."""
+    from numpyro.infer.autoguide import AutoBNAFNormal
+
+    def model():
+        numpyro.sample("z", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+
+    guide = AutoBNAFNormal(model, hidden_factors=[2])
+    params = vx.init_params(model, guide)
+    value, grads = vx.estimate(vx.objectives.elbo(), model, guide, params, key=0)
+    assert np.isfinite(float(value))
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree_util.tree_leaves(grads))
+    with pytest.raises(vx.SiteError, match="site '_auto_latent'.*stl\\(\\).*reparam"):
+        vx.estimate(vx.objectives.elbo(), model, guide, params, key=0,
+                    estimators={"_auto_latent": vx.estimators.stl()})

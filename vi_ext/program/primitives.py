@@ -218,7 +218,13 @@ def sim(guide: Callable, *args: Any, **kwargs: Any) -> Choices:
             scale_ = s.get("scale")
             lp = lp if scale_ is None else scale_ * lp
         elif d.stop_params:
-            lp = site_log_prob_array(replay[name])
+            try:
+                lp = site_log_prob_array(replay[name])
+            except NotImplementedError as e:
+                raise SiteError(name, f"{info.strategy.name}() scores the draw with the guide's "
+                                "parameters held constant, which needs the log density at a "
+                                f"given value, and the guide's distribution here cannot ({e}). "
+                                "Use reparam() for this site.") from e
         else:
             lp = site_log_prob_array(s)
         label = ("lq", address)

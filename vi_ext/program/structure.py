@@ -297,7 +297,8 @@ class _Walk:
             return _merge(_scaled(a, b, vb), _scaled(b, a, va))
         if name == "dot_general":
             a, b = ins
-            return _merge(_unknown_values(_scaled(a, b, None)), _unknown_values(_scaled(b, a, None)))
+            return _merge(_unknown_values(_scaled(a, b, None)),
+                          _unknown_values(_scaled(b, a, None)))
         if name == "div":
             a, b = ins
             vb = _literal_value(eqn.invars[1])
