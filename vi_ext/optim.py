@@ -309,7 +309,7 @@ class SlackState(NamedTuple):
 
 
 def sps_slack(max_learning_rate: float = 0.1, slack_weight: float = 1.0,
-              slack_decay: float = 0.01, preconditioner: str = "adam"
+              slack_decay: float = 0.5, preconditioner: str = "adam"
               ) -> optax.GradientTransformationExtraArgs:
     """A stochastic Polyak step with slack: the step projects (x, s) onto the half-space
     where the loss's linearization is at most the slack s,
@@ -320,8 +320,11 @@ def sps_slack(max_learning_rate: float = 0.1, slack_weight: float = 1.0,
 
         gamma = min(gamma_max, max(0, f(x) - s) / (<g, d> + 1 / mu)),
 
-    and then shrinks the slack, s <- s - delta |s - f(x)| (so that it tracks the lowest loss
-    level the iterates can hold). d is the gradient, or with ``preconditioner="adam"`` the
+    and then lowers the slack, s <- s - delta (|s - f(x)| + 1): the level the step aims at
+    keeps falling (by at least delta nats a step), so the rule never stalls at a level above
+    the minimum, at the price of steps that grow to gamma_max once the level is far below
+    what noise lets the iterates reach. Polyak steps need the optimal value; with a noisy
+    loss and an unknown one, this is the best that the slack can do. d is the gradient, or with ``preconditioner="adam"`` the
     Adam direction (the metric of the projection becomes Adam's diagonal one). The loss is
     needed: pass ``value=loss`` to ``update`` (optax's extra-argument protocol). The minimum
     of a negative ELBO is unknown (it is -log p(x)), which is what the slack replaces.
@@ -354,7 +357,7 @@ def sps_slack(max_learning_rate: float = 0.1, slack_weight: float = 1.0,
         gamma = jnp.minimum(max_learning_rate,
                             jnp.maximum(value - s, 0.0) / (jnp.maximum(gd, 0.0) + 1.0 / mu))
         s = s + gamma / mu
-        s = s - slack_decay * jnp.abs(s - value)
+        s = s - slack_decay * (jnp.abs(s - value) + 1.0)
         updates = jax.tree.map(lambda d: -gamma * d, direction)
         return updates, (pre_state, SlackState(s, slack.count + 1))
 
