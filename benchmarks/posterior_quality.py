@@ -257,12 +257,8 @@ CANDIDATES = {
     "vi_ext_current": _vi_ext(start=False),
     # the robust start with each step-size rule, a fixed budget of --steps
     "vi_ext_start_annealed": _vi_ext(start=True),
-    "vi_ext_start_plateau": _vi_ext(lambda n: vxo.plateau_adam(), use_average=True),
     "vi_ext_start_cyclical": _vi_ext(lambda n: vxo.cyclical_adam(n)),
     "vi_ext_start_innaprop": _vi_ext(lambda n: vxo.innaprop(vxo.annealed_schedule(n))),
-    "vi_ext_start_schedule_free": _vi_ext(lambda n: optax.contrib.schedule_free_adamw(
-        1e-2, warmup_steps=100), schedule_free=True),
-    "vi_ext_start_prodigy": _vi_ext(lambda n: optax.contrib.prodigy()),
     "vi_ext_start_prodigy_annealed": _vi_ext(_prodigy_annealed),
     "vi_ext_start_sps_slack": _value_loop(lambda n: vxo.sps_slack()),
     # candidate defaults: robust start, statistical annealing, averaging, stopping
@@ -282,23 +278,30 @@ def _numpyro(guide_cls, lr):
         svi = SVI(model, guide, optax.adam(lr), Trace_ELBO(num_particles=4))
         points = []
         segments = 4 if trajectory else 1
+        seg = num_steps // segments
         state = svi.init(jax.random.PRNGKey(seed), **kw)
-        done = 0
+
+        def body(st, _):
+            st, loss = svi.update(st, **kw)
+            return st, loss
+
+        # SVI.run's loop, compiled once and called per segment
+        run_seg = jax.jit(lambda st: jax.lax.scan(body, st, None, length=seg))
+        losses = []
         for i in range(segments):
-            n = num_steps * (i + 1) // segments - done
-            r = svi.run(jax.random.PRNGKey(seed), n, progress_bar=False, init_state=state, **kw)
-            state, done = r.state, done + n
-            points.append((time.perf_counter() - t0, done, r.params))
+            state, ls = run_seg(state)
+            losses.append(np.asarray(ls))
+            points.append((time.perf_counter() - t0, seg * (i + 1), svi.get_params(state)))
         secs = time.perf_counter() - t0
-        params = r.params
+        params = svi.get_params(state)
 
         def draws(p, n, key):
             return Predictive(model, guide=guide, params=p, num_samples=n,
                               return_sites=names)(jax.random.PRNGKey(key), **kw)
 
-        losses = np.asarray(r.losses)
+        losses = np.concatenate(losses)
         return dict(draws=draws(params, NUM_DRAWS, seed + 100), finite=finite_tree(params),
-                    seconds=secs, grad_evals=4 * num_steps, converged=False,
+                    seconds=secs, grad_evals=4 * seg * segments, converged=False,
                     info={"nonfinite_losses": int(np.sum(~np.isfinite(losses)))},
                     trajectory=[(t, s, lambda p=p: draws(p, 1000, 7)) for t, s, p in points]
                     if trajectory else [])
@@ -412,6 +415,68 @@ def summarize(rows):
     return out
 
 
+FIGURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                      "assets", "posterior_quality.png")
+PLOTTED = {"vi_ext_current": ("vi_ext today", "tab:gray", "--"),
+           "vi_ext_auto_prodigy": ("vi_ext auto (prodigy)", "tab:red", "-"),
+           "vi_ext_auto_adam": ("vi_ext auto (adam)", "tab:orange", "-"),
+           "numpyro_normal_best": ("NumPyro AutoNormal (best lr)", "tab:blue", "-"),
+           "numpyro_mvn_best": ("NumPyro AutoMVN (best lr)", "tab:cyan", "-"),
+           "blackjax_meanfield": ("BlackJAX mean-field", "tab:green", ":"),
+           "blackjax_fullrank": ("BlackJAX full-rank", "tab:olive", ":"),
+           "blackjax_pathfinder": ("BlackJAX Pathfinder", "tab:purple", "")}
+
+
+def plot(result, path=FIGURE):
+    """One panel per model: z-error against wall time (seed 0's trajectories)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(result["results"])
+    cols = 4
+    rows = (len(models) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.1 * rows), squeeze=False)
+    for ax, m in zip(axes.ravel(), models, strict=False):
+        methods = result["results"][m]["methods"]
+        for guide in ("normal", "mvn"):
+            runs = {k: v for k, v in methods.items() if k.startswith(f"numpyro_{guide}_")
+                    and v["z_error"] == v["z_error"]}
+            if runs:
+                methods = {**methods, f"numpyro_{guide}_best":
+                           runs[min(runs, key=lambda k: runs[k]["z_error"])]}
+        for who, (label, colour, style) in PLOTTED.items():
+            if who not in methods:
+                continue
+            traj = methods[who]["per_seed"][0].get("trajectory") or []
+            pts = [(t, z) for t, _, z, _ in traj if z == z]
+            if not pts:
+                continue
+            t, z = zip(*pts, strict=True)
+            if style:
+                ax.plot(t, z, style, color=colour, label=label, marker=".", ms=3)
+            else:
+                ax.plot(t, z, "*", color=colour, label=label, ms=9)
+        ax.set_title(m, fontsize=9)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(models):]:
+        ax.axis("off")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("z-error of the means", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("wall time (s, log)", fontsize=8)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower right", fontsize=8, ncol=2)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=80)
+    print("wrote", path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default=None, help="comma-separated subset of the suite")
@@ -422,7 +487,13 @@ def main():
     ap.add_argument("--trajectories", action="store_true",
                     help="record error against time for seed 0")
     ap.add_argument("--out", default=RESULTS)
+    ap.add_argument("--plot", action="store_true",
+                    help="only draw docs/assets/posterior_quality.png from --out")
     args = ap.parse_args()
+    if args.plot:
+        with open(args.out) as f:
+            plot(json.load(f))
+        return
     models = [m for m in SUITE if args.models is None or m in args.models.split(",")]
     methods = {k: v for k, v in METHODS.items()
                if args.methods is None or k in args.methods.split(",")}
