@@ -59,8 +59,8 @@ import numpy as np
 import numpyro
 import optax
 from jax.flatten_util import ravel_pytree
-from numpyro.infer.initialization import init_to_median
-from numpyro.infer.util import initialize_model
+from numpyro.infer.initialization import init_to_median, init_to_value
+from numpyro.infer.util import constrain_fn, initialize_model
 
 from vi_ext.errors import ArgumentError
 from vi_ext.keys import as_key
@@ -85,6 +85,8 @@ class Start(NamedTuple):
         density_evaluations: log-density evaluations spent (scores and Pathfinder's ELBOs).
         seconds: wall time of the choice, compilation included.
         reason: one sentence for a report.
+        values: site name -> the chosen location on the constrained space (the value the
+            site takes there), for any autoguide's ``init_loc_fn`` (:meth:`init_loc_fn`).
     """
 
     name: str
@@ -96,6 +98,13 @@ class Start(NamedTuple):
     density_evaluations: int
     seconds: float
     reason: str
+    values: dict | None = None
+
+    def init_loc_fn(self) -> Callable:
+        """``init_to_value`` at the chosen locations: the start of any NumPyro autoguide
+        (``AutoMultivariateNormal(model, init_loc_fn=start.init_loc_fn())``), scales
+        excepted."""
+        return init_to_value(values=self.values)
 
     def autonormal_params(self, prefix: str = "auto") -> dict:
         """``init_params`` for a fit with ``AutoNormal(model, prefix=prefix)``:
@@ -309,9 +318,12 @@ def choose_start(model: Callable, *model_args: Any,
     if runner is not None:
         reason += (f"; next {names[runner]} at {s[runner]:.4g}" if np.isfinite(s[runner])
                    else f"; {names[runner]} had a non-finite draw")
+    locs = problem.unravel(jnp.asarray(loc))
+    with numpyro.validation_enabled(False):
+        values = constrain_fn(model, model_args, model_kwargs, locs)
     return Start(
         name=name,
-        locs=problem.unravel(jnp.asarray(loc)),
+        locs=locs,
         scales=problem.unravel(jnp.asarray(scale)),
         scores={n: float(v) for n, v in zip(names, s, strict=True)},
         standard_errors={n: float(v) for n, v in zip(names, se, strict=True)},
@@ -319,4 +331,5 @@ def choose_start(model: Callable, *model_args: Any,
         density_evaluations=int(dens),
         seconds=time.perf_counter() - t0,
         reason=reason,
+        values={k: v for k, v in values.items() if k in locs},
     )
