@@ -21,4 +21,12 @@ Every module defines one or more model functions, ``model`` (its default model) 
   Sinkhorn-divergence likelihood for point clouds.
 - :mod:`models.implicit_regression`: a model whose mean solves an inner logistic regression
   (implicit differentiation through ``vx.solvers.custom_root``).
+- :mod:`models.probit_regression`: probit regression on the breast-cancer data.
+- :mod:`models.stochastic_volatility`: a stochastic-volatility model of daily returns.
+- :mod:`models.cox_process`: a log-Gaussian Cox process on a 1-D grid (a centered GP).
+- :mod:`models.item_response`: a Rasch item-response model.
+- :mod:`models.funnel`: Neal's funnel.
+- :mod:`models.robust_regression`: Student-t regression with unknown degrees of freedom.
+- :mod:`models.lorenz`: a stochastic Lorenz-63 bridge with unknown noise scales.
+- :mod:`models.suite`: the posterior-quality reference suite built from these models.
 """

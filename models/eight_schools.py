@@ -12,12 +12,17 @@ The centered form samples theta directly and has a funnel between tau and theta 
 troubles both MCMC and VI; the non-centered form samples theta_tilde_j ~ Normal(0, 1) and sets
 theta_j = mu + tau * theta_tilde_j.
 
+The ``*_wide`` variants are the Inference Gym's (mu ~ N(0, 10), log_tau ~ N(5, 1)): the
+prior puts the group scale two orders of magnitude above where the data put it.
+
 Reference: Rubin, "Estimation in parallel randomized experiments", J. Educational
-Statistics, 1981; Gelman et al., Bayesian Data Analysis, 3rd ed., section 5.5.
+Statistics, 1981; Gelman et al., Bayesian Data Analysis, 3rd ed., section 5.5; Sountsov,
+Radul et al., "Inference Gym", 2020 (``EightSchools``).
 """
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -69,3 +74,43 @@ model = noncentered
 def data() -> dict:
     """The eight schools data as keyword arguments: J, sigma, y."""
     return {"J": 8, "sigma": SIGMA.copy(), "y": Y.copy()}
+
+
+def centered_wide(J: int, sigma: ArrayLike, y: ArrayLike | None = None) -> None:
+    """Centered eight schools with the wide priors of the Inference Gym.
+
+    mu ~ N(0, 10); log_tau ~ N(5, 1), tau = exp(log_tau); theta_j ~ N(mu, tau);
+    y_j ~ N(theta_j, sigma_j).
+
+    The prior puts tau near e^5 ~ 150 while the data want it below 10: a fit started at the
+    prior median (log_tau = 5) begins far from the posterior, in the wide mouth of the funnel.
+
+    Args:
+        J: number of schools.
+        sigma: standard errors, shape [J].
+        y: observed effects, shape [J], or None to simulate them.
+    """
+    mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    log_tau = numpyro.sample("log_tau", dist.Normal(5.0, 1.0))
+    with numpyro.plate("J", J):
+        theta = numpyro.sample("theta", dist.Normal(mu, jnp.exp(log_tau)))
+        numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
+def noncentered_wide(J: int, sigma: ArrayLike, y: ArrayLike | None = None) -> None:
+    """Non-centered eight schools with the wide priors of the Inference Gym.
+
+    mu ~ N(0, 10); log_tau ~ N(5, 1); theta_tilde_j ~ N(0, 1);
+    theta_j = mu + exp(log_tau) theta_tilde_j (deterministic); y_j ~ N(theta_j, sigma_j).
+
+    Args:
+        J: number of schools.
+        sigma: standard errors, shape [J].
+        y: observed effects, shape [J], or None to simulate them.
+    """
+    mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    log_tau = numpyro.sample("log_tau", dist.Normal(5.0, 1.0))
+    with numpyro.plate("J", J):
+        theta_tilde = numpyro.sample("theta_tilde", dist.Normal(0.0, 1.0))
+        theta = numpyro.deterministic("theta", mu + jnp.exp(log_tau) * theta_tilde)
+        numpyro.sample("y", dist.Normal(theta, sigma), obs=y)

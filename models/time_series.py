@@ -21,6 +21,7 @@ Reference: Durbin & Koopman, Time Series Analysis by State Space Methods, 2nd ed
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -72,3 +73,24 @@ def simulate(n: int = T, phi: float = 0.97, sigma: float = 0.3, tau: float = 0.5
 def data() -> dict:
     """The bundled series (simulated with a fixed seed)."""
     return {"y": simulate()}
+
+
+def noncentered(y=None, n: int = T) -> None:
+    """The same posterior as :func:`model`, non-centered: the states are deterministic
+    functions of standard normal innovations (x0 = sigma / sqrt(1 - phi^2) e_0,
+    x_t = phi x_{t-1} + sigma e_t), so NUTS meets no funnel between sigma and x. The sites
+    phi, sigma, tau, x0 and x carry the same values as in :func:`model`."""
+    n = len(y) if y is not None else n
+    phi = numpyro.sample("phi", dist.Normal(0.0, 1.0))
+    sigma = numpyro.sample("sigma", dist.HalfCauchy(1.0))
+    tau = numpyro.sample("tau", dist.HalfCauchy(1.0))
+    e = numpyro.sample("e", dist.Normal(jnp.zeros(n), 1.0).to_event(1))
+    x0 = numpyro.deterministic("x0", sigma / jnp.sqrt(1.0 - phi**2) * e[0])
+
+    def transition(prev, et):
+        xt = phi * prev + sigma * et
+        return xt, xt
+
+    _, xs = jax.lax.scan(transition, x0, e[1:])
+    numpyro.deterministic("x", xs)
+    numpyro.sample("y", dist.StudentT(4.0, jnp.concatenate([x0[None], xs]), tau), obs=y)

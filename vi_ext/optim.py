@@ -20,6 +20,10 @@ References:
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
 import optax
 
 from vi_ext.errors import ArgumentError
@@ -59,3 +63,356 @@ def default_optimizer(num_steps: int, learning_rate: float = DEFAULT_LEARNING_RA
         ...              num_steps=5000)
     """
     return optax.adam(annealed_schedule(num_steps, learning_rate, final_fraction))
+
+
+# ---------------------------------------------------------------------------------------
+# Step-size rules compared for the default (docs/defaults.md). Each is an optax
+# GradientTransformation; those that need the loss take it as optax's extra argument
+# ``value`` (GradientTransformationExtraArgs).
+# ---------------------------------------------------------------------------------------
+
+
+class AveragedState(NamedTuple):
+    """State of :func:`averaged`: the inner optimizer's state and the running average of
+    the iterates since the last restart of the average."""
+
+    inner: Any
+    average: Any
+    count: jax.Array
+
+
+def averaged(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+    """Iterate averaging (Polyak-Ruppert) around any optimizer: the state keeps
+
+        xbar_n = xbar_{n-1} + (x_n - xbar_{n-1}) / n
+
+    over every iterate x_n produced by ``inner``; updates are ``inner``'s, unchanged. Read
+    the average with :func:`averaged_params`. With a constant step, the average of a
+    stationary cloud of iterates is far closer to the optimum than its last draw.
+
+    References:
+        Polyak, Juditsky. Acceleration of stochastic approximation by averaging. SIAM J.
+        Control Optim. 1992.
+        Dhaka et al. Robust, Accurate Stochastic Optimization for Variational Inference.
+        NeurIPS 2020.
+    """
+    inner = optax.with_extra_args_support(inner)
+
+    def init(params):
+        return AveragedState(inner.init(params), jax.tree.map(jnp.asarray, params),
+                             jnp.zeros((), jnp.int32))
+
+    def update(grads, state, params=None, **extra):
+        updates, inner_state = inner.update(grads, state.inner, params, **extra)
+        new = optax.apply_updates(params, updates)
+        n = state.count + 1
+        average = jax.tree.map(lambda a, x: a + (x - a) / n.astype(a.dtype), state.average,
+                               new)
+        return updates, AveragedState(inner_state, average, n)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def averaged_params(opt_state: Any) -> Any | None:
+    """The averaged iterates held in ``opt_state`` (the first :class:`AveragedState` or
+    :class:`PlateauState` found in it), or None if there is none."""
+    found = []
+
+    def visit(x):
+        if isinstance(x, (AveragedState, PlateauState)) and not found:
+            found.append(x.average)
+        return x
+
+    jax.tree.map(visit, opt_state, is_leaf=lambda x: isinstance(x, (AveragedState,
+                                                                    PlateauState)))
+    return found[0] if found else None
+
+
+class PlateauState(NamedTuple):
+    """State of :func:`plateau`.
+
+    Attributes:
+        inner: the state of the wrapped optimizer.
+        scale: the current step-size factor (1, then ``factor``, ``factor**2``, ...).
+        test: the state of the stationarity test (:class:`StationarityTest`).
+        num_decays: decays so far.
+        average: average of the iterates since the last decay.
+    """
+
+    inner: Any
+    scale: jax.Array
+    test: Any
+    num_decays: jax.Array
+    average: Any
+
+
+class TestState(NamedTuple):
+    grad_sum: Any  # sum of the gradients of the current block
+    grad_sq_sum: jax.Array  # sum of their squared norms
+    block_step: jax.Array  # steps in the current block
+    block_length: jax.Array  # the current block's length (doubles after each failed test)
+    phase_step: jax.Array  # steps since the last stationarity event
+
+
+def stationarity_statistic(grad_sum: Any, grad_sq_sum: jax.Array) -> jax.Array:
+    """S = |sum_t g_t|^2 / sum_t |g_t|^2 over a block of n stochastic gradients.
+
+    While the iterates travel, the gradients share a mean m and S ~ 1 + n |m|^2 / E|g|^2
+    grows with n; once they are stationary around an optimum the mean gradient is zero and,
+    for independent gradient noise, E S = 1. S below a small threshold says "stationary".
+    """
+    leaves = jax.tree_util.tree_leaves(grad_sum)
+    num = sum((jnp.sum(x * x) for x in leaves), jnp.zeros((), jnp.float32))
+    return num / jnp.maximum(grad_sq_sum, jnp.finfo(jnp.float32).tiny)
+
+
+class StationarityTest(NamedTuple):
+    """The stationarity test shared by :func:`plateau` and
+    :class:`vi_ext.stopping.Stationary`: the statistic S of :func:`stationarity_statistic`
+    over blocks of gradients; a block that ends with S >= ``threshold`` is followed by one
+    twice as long (up to ``max_block``), so that a slow drift, which a short block cannot
+    tell from noise (S - 1 ~ n |m|^2 / E|g|^2), is eventually seen. An event (stationary)
+    is a block with S < ``threshold`` ending at least ``min_phase`` steps after the last
+    event; the block length then restarts at ``block``.
+    """
+
+    block: int = 100
+    threshold: float = 2.0
+    min_phase: int = 200
+    max_block: int = 3200
+
+    def init(self, params: Any) -> TestState:
+        zi = jnp.zeros((), jnp.int32)
+        return TestState(jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32), zi,
+                         jnp.array(self.block, jnp.int32), zi)
+
+    def update(self, state: TestState, grads: Any) -> tuple[TestState, jax.Array]:
+        """(new state, whether this step ends a stationary block: an event)."""
+        grad_sum = jax.tree.map(jnp.add, state.grad_sum, grads)
+        sq = state.grad_sq_sum + sum((jnp.sum(g * g) for g in jax.tree_util.tree_leaves(grads)),
+                                     jnp.zeros((), jnp.float32))
+        n = state.block_step + 1
+        phase = state.phase_step + 1
+        end = n >= state.block_length
+        still = stationarity_statistic(grad_sum, sq) < self.threshold
+        event = end & still & (phase >= self.min_phase)
+        length = jnp.where(end, jnp.where(event, self.block,
+                                          jnp.where(still, state.block_length,
+                                                    jnp.minimum(2 * state.block_length,
+                                                                self.max_block))),
+                           state.block_length)
+        return TestState(
+            jax.tree.map(lambda g: jnp.where(end, jnp.zeros_like(g), g), grad_sum),
+            jnp.where(end, 0.0, sq), jnp.where(end, 0, n), length.astype(jnp.int32),
+            jnp.where(event, 0, phase)), event
+
+
+def plateau(inner: optax.GradientTransformation, factor: float = 0.5, block: int = 100,
+            threshold: float = 2.0, min_phase: int = 200, max_decays: int = 6
+            ) -> optax.GradientTransformation:
+    """Cut the steps of ``inner`` by ``factor`` each time the iterates are found stationary,
+    and average the iterates since the last cut.
+
+    The test (:class:`StationarityTest`) looks at the gradients alone: blocks of stochastic
+    gradients whose sum is no larger than noise says the iterates hover around an optimum.
+    Then the step becomes ``factor`` times smaller and the average restarts:
+
+        x_{t+1} = x_t + factor^k u_t     (u_t: ``inner``'s update; k: cuts so far, at most
+                                          ``max_decays``),
+
+    the schedule of "decrease the step when stationary" (Pflug 1990; Lang, Xiao, Zhang 2019;
+    RAABBVI, Welandawe et al. 2024) with a test that needs neither the loss nor a copy of
+    the iterates. The average over the current phase (:func:`averaged_params`) is the better
+    estimate of the optimum at every level.
+
+    References:
+        Pflug. Non-asymptotic confidence bounds for stochastic approximation algorithms with
+        constant step size. Monatsh. Math. 1990.
+        Lang, Xiao, Zhang. Using statistics to automate stochastic optimization. NeurIPS 2019.
+        Welandawe, Andersen, Vehtari, Huggins. A framework for improving the reliability of
+        black-box variational inference. JMLR 2024 (RAABBVI).
+    """
+    for name, v, ok in (("factor", factor, 0 < factor < 1),
+                        ("block", block, isinstance(block, int) and block >= 2),
+                        ("threshold", threshold, threshold > 0)):
+        if not ok:
+            raise ArgumentError(name, f"has an invalid value {v!r}.")
+    test = StationarityTest(block, threshold, min_phase)
+    inner = optax.with_extra_args_support(inner)
+
+    def init(params):
+        return PlateauState(inner.init(params), jnp.ones((), jnp.float32), test.init(params),
+                            jnp.zeros((), jnp.int32), jax.tree.map(jnp.asarray, params))
+
+    def update(grads, state, params=None, **extra):
+        raw, inner_state = inner.update(grads, state.inner, params, **extra)
+        updates = jax.tree.map(lambda u: state.scale * u, raw)
+        new = optax.apply_updates(params, updates)
+        test_state, event = test.update(state.test, grads)
+        count = state.test.phase_step + 1  # iterates of this phase, the new one included
+        average = jax.tree.map(lambda a, x: a + (x - a) / count.astype(a.dtype),
+                               state.average, new)
+        decay = event & (state.num_decays < max_decays)
+        return updates, PlateauState(
+            inner=inner_state,
+            scale=jnp.where(decay, state.scale * factor, state.scale),
+            test=test_state,
+            num_decays=state.num_decays + decay.astype(jnp.int32),
+            average=jax.tree.map(lambda x, a: jnp.where(event, x, a), new, average),
+        )
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def plateau_adam(learning_rate: float = DEFAULT_LEARNING_RATE, **kwargs: Any
+                 ) -> optax.GradientTransformation:
+    """:func:`plateau` around ``optax.adam(learning_rate)`` (keyword arguments go to
+    :func:`plateau`)."""
+    if not learning_rate > 0:
+        raise ArgumentError("learning_rate", f"must be > 0, got {learning_rate!r}.")
+    return plateau(optax.adam(learning_rate), **kwargs)
+
+
+def cyclical_adam(num_steps: int, learning_rate: float = DEFAULT_LEARNING_RATE,
+                  num_cycles: int = 4, final_fraction: float = DEFAULT_FINAL_FRACTION
+                  ) -> optax.GradientTransformation:
+    """Adam on a cyclical cosine step: ``num_cycles`` cosines from ``learning_rate`` down to
+    ``final_fraction * learning_rate`` over ``num_steps``, each restarting at the top:
+
+        gamma_t = gamma_0 (a + (1 - a) (1 + cos(pi (t mod C) / C)) / 2),   C = T / cycles.
+
+    The restarts let a fit leave a poor basin early; the last cycle anneals as the default
+    does.
+
+    References:
+        Smith. Cyclical learning rates for training neural networks. WACV 2017.
+        Loshchilov, Hutter. SGDR: Stochastic gradient descent with warm restarts. ICLR 2017.
+        Zhang, Li, Zhang, Chen, Wilson. Cyclical stochastic gradient MCMC for Bayesian deep
+        learning. ICLR 2020.
+    """
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ArgumentError("num_steps", f"must be a positive int, got {num_steps!r}.")
+    if not isinstance(num_cycles, int) or num_cycles < 1:
+        raise ArgumentError("num_cycles", f"must be an int >= 1, got {num_cycles!r}.")
+    cycle = max(1, num_steps // num_cycles)
+    one = optax.cosine_decay_schedule(learning_rate, cycle, alpha=final_fraction)
+    schedule = optax.join_schedules([one] * num_cycles, [cycle * (i + 1)
+                                                         for i in range(num_cycles - 1)])
+    return optax.adam(schedule)
+
+
+class SlackState(NamedTuple):
+    """State of :func:`sps_slack`: the slack s (a running lower level of the loss)."""
+
+    slack: jax.Array
+    count: jax.Array
+
+
+def sps_slack(max_learning_rate: float = 0.1, slack_weight: float = 1.0,
+              slack_decay: float = 0.5, preconditioner: str = "adam"
+              ) -> optax.GradientTransformationExtraArgs:
+    """A stochastic Polyak step with slack: the step projects (x, s) onto the half-space
+    where the loss's linearization is at most the slack s,
+
+        min_{x', s'} |x' - x|^2 / 2 + mu (s' - s)^2 / 2   s.t.  f(x) + <g, x' - x> <= s',
+
+    whose solution is x' = x - gamma d, s' = s + gamma / mu with
+
+        gamma = min(gamma_max, max(0, f(x) - s) / (<g, d> + 1 / mu)),
+
+    and then lowers the slack, s <- s - delta (|s - f(x)| + 1): the level the step aims at
+    keeps falling (by at least delta nats a step), so the rule never stalls at a level above
+    the minimum, at the price of steps that grow to gamma_max once the level is far below
+    what noise lets the iterates reach. Polyak steps need the optimal value; with a noisy
+    loss and an unknown one, this is the best that the slack can do. d is the gradient, or with ``preconditioner="adam"`` the
+    Adam direction (the metric of the projection becomes Adam's diagonal one). The loss is
+    needed: pass ``value=loss`` to ``update`` (optax's extra-argument protocol). The minimum
+    of a negative ELBO is unknown (it is -log p(x)), which is what the slack replaces.
+
+    References:
+        Loizou, Vaswani, Laradji, Lacoste-Julien. Stochastic Polyak step-size for SGD.
+        AISTATS 2021.
+        Gower, Blondel, Gazagnadou, Pedregosa. Cutting some slack for SGD with adaptive
+        Polyak stepsizes. 2022 (the slack formulation, of which this is a variant).
+    """
+    if preconditioner not in ("adam", "none"):
+        raise ArgumentError("preconditioner", f"must be 'adam' or 'none', got "
+                            f"{preconditioner!r}.")
+    pre = optax.scale_by_adam() if preconditioner == "adam" else optax.identity()
+    mu = slack_weight
+
+    def init(params):
+        return (pre.init(params), SlackState(jnp.zeros((), jnp.float32),
+                                             jnp.zeros((), jnp.int32)))
+
+    def update(grads, state, params=None, *, value, **extra):
+        pre_state, slack = state
+        direction, pre_state = pre.update(grads, pre_state, params)
+        value = jnp.asarray(value, jnp.float32)
+        # the first step starts the slack at the loss minus one nat
+        s = jnp.where(slack.count == 0, value - 1.0, slack.slack)
+        gd = sum((jnp.vdot(g, d) for g, d in zip(jax.tree_util.tree_leaves(grads),
+                                                 jax.tree_util.tree_leaves(direction),
+                                                 strict=True)), jnp.zeros((), jnp.float32))
+        gamma = jnp.minimum(max_learning_rate,
+                            jnp.maximum(value - s, 0.0) / (jnp.maximum(gd, 0.0) + 1.0 / mu))
+        s = s + gamma / mu
+        s = s - slack_decay * (jnp.abs(s - value) + 1.0)
+        updates = jax.tree.map(lambda d: -gamma * d, direction)
+        return updates, (pre_state, SlackState(s, slack.count + 1))
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+class InnaState(NamedTuple):
+    """State of :func:`innaprop`: the auxiliary variable psi and the RMSprop average."""
+
+    psi: Any
+    nu: Any
+    count: jax.Array
+
+
+def innaprop(learning_rate: float | optax.Schedule = DEFAULT_LEARNING_RATE, alpha: float = 0.1,
+             beta: float = 0.9, decay: float = 0.999, eps: float = 1e-8
+             ) -> optax.GradientTransformation:
+    """INNAprop: the inertial Newton algorithm INNA with RMSprop's gradient scaling.
+
+    INNA discretizes the dynamical inertial Newton system
+    theta'' + alpha theta' + beta Hess(f) theta' + grad f = 0 through an auxiliary psi, with
+    no Hessian; INNAprop replaces grad f by the RMSprop-scaled gradient:
+
+        v_k = decay v_{k-1} + (1 - decay) g_k^2,      h_k = g_k / (sqrt(v_k / (1 - decay^k)) + eps)
+        theta_{k+1} = theta_k + gamma [(1/beta - alpha) theta_k - psi_k / beta - beta h_k]
+        psi_{k+1}   = psi_k   + gamma [(1/beta - alpha) theta_k - psi_k / beta]
+
+    with psi_0 = (1 - alpha beta) theta_0. beta is the Newton-like damping, alpha the
+    viscous one. ``learning_rate`` (gamma) may be an optax schedule of the step count; it
+    enters both updates, so schedule it here rather than by chaining a scale after it.
+
+    References:
+        Castera, Bolte, Févotte, Pauwels. An inertial Newton algorithm for deep learning.
+        JMLR 2021.
+        Bolte, Boustany, Pauwels, Purica. A second-order-like optimizer with adaptive
+        gradient scaling for deep learning (INNAprop). 2024.
+    """
+    if not ((callable(learning_rate) or learning_rate > 0) and alpha >= 0 and beta > 0):
+        raise ArgumentError("learning_rate", "INNAprop needs learning_rate > 0, alpha >= 0 "
+                            f"and beta > 0, got {learning_rate!r}, {alpha!r}, {beta!r}.")
+    c = 1.0 / beta - alpha
+
+    def init(params):
+        return InnaState(jax.tree.map(lambda p: (1.0 - alpha * beta) * jnp.asarray(p), params),
+                         jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.int32))
+
+    def update(grads, state, params=None):
+        k = state.count + 1
+        lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+        nu = jax.tree.map(lambda v, g: decay * v + (1 - decay) * g * g, state.nu, grads)
+        correction = 1.0 - decay ** k.astype(jnp.float32)
+        scaled = jax.tree.map(lambda g, v: g / (jnp.sqrt(v / correction) + eps), grads, nu)
+        common = jax.tree.map(lambda p, s: c * p - s / beta, params, state.psi)
+        updates = jax.tree.map(lambda a, h: lr * (a - beta * h), common, scaled)
+        psi = jax.tree.map(lambda s, a: s + lr * a, state.psi, common)
+        return updates, InnaState(psi, nu, k)
+
+    return optax.GradientTransformation(init, update)
