@@ -53,13 +53,14 @@ def _check_rsample(name: str, site: Site) -> None:
         )
 
 
-def _pathwise_draw(site: Site, key: jax.Array) -> tuple:
-    """A differentiable draw and NumPyro's sampling intermediates (if any)."""
+def _pathwise_draw(name: str, site: Site, key: jax.Array, **flags) -> Draw:
+    """A differentiable draw, with NumPyro's sampling intermediates (if any)."""
+    _check_rsample(name, site)
     fn = site.fn
     if hasattr(fn, "sample_with_intermediates"):
         value, intermediates = fn.sample_with_intermediates(key, site.sample_shape)
-        return value, (intermediates or None)
-    return fn.rsample(key, site.sample_shape), None
+        return Draw(value, intermediates=intermediates or None, **flags)
+    return Draw(fn.rsample(key, site.sample_shape), **flags)
 
 
 class Reparam(NamedTuple):
@@ -68,9 +69,7 @@ class Reparam(NamedTuple):
     name: str = "reparam"
 
     def sample(self, site: Site, key: jax.Array) -> Draw:
-        _check_rsample(self.name, site)
-        value, intermediates = _pathwise_draw(site, key)
-        return Draw(value, intermediates=intermediates)
+        return _pathwise_draw(self.name, site, key)
 
 
 class StickingTheLanding(NamedTuple):
@@ -79,9 +78,7 @@ class StickingTheLanding(NamedTuple):
     name: str = "stl"
 
     def sample(self, site: Site, key: jax.Array) -> Draw:
-        _check_rsample(self.name, site)
-        value, intermediates = _pathwise_draw(site, key)
-        return Draw(value, intermediates=intermediates, stop_params=True)
+        return _pathwise_draw(self.name, site, key, stop_params=True)
 
     def contribute(self, view) -> Contribution | None:
         if view.log_prob_affine:
@@ -101,9 +98,7 @@ class DoublyReparameterized(NamedTuple):
     name: str = "dreg"
 
     def sample(self, site: Site, key: jax.Array) -> Draw:
-        _check_rsample(self.name, site)
-        value, intermediates = _pathwise_draw(site, key)
-        return Draw(value, intermediates=intermediates, stop_params=True)
+        return _pathwise_draw(self.name, site, key, stop_params=True)
 
     def contribute(self, view) -> Contribution | None:
         if view.log_prob_affine:
