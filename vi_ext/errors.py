@@ -38,6 +38,15 @@ class ArgumentError(VIError, TypeError):
         super().__init__(f"argument '{argument}': {message}")
 
 
+def require_int(value: Any, argument: str, least: int = 1, where: str = "") -> int:
+    """``value`` if it is an int >= ``least``, else an :class:`ArgumentError` naming the
+    argument (and the function, ``where``)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        prefix = f"{where}(): " if where else ""
+        raise ArgumentError(argument, f"{prefix}expected an int >= {least}, got {value!r}.")
+    return value
+
+
 class NonFiniteError(VIError, FloatingPointError):
     """A fit stopped because its loss or gradient kept being non-finite.
 

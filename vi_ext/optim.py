@@ -324,10 +324,11 @@ def sps_slack(max_learning_rate: float = 0.1, slack_weight: float = 1.0,
     keeps falling (by at least delta nats a step), so the rule never stalls at a level above
     the minimum, at the price of steps that grow to gamma_max once the level is far below
     what noise lets the iterates reach. Polyak steps need the optimal value; with a noisy
-    loss and an unknown one, this is the best that the slack can do. d is the gradient, or with ``preconditioner="adam"`` the
-    Adam direction (the metric of the projection becomes Adam's diagonal one). The loss is
-    needed: pass ``value=loss`` to ``update`` (optax's extra-argument protocol). The minimum
-    of a negative ELBO is unknown (it is -log p(x)), which is what the slack replaces.
+    loss and an unknown one, this is the best that the slack can do. d is the gradient, or
+    with ``preconditioner="adam"`` the Adam direction (the metric of the projection becomes
+    Adam's diagonal one). The loss is needed: pass ``value=loss`` to ``update`` (optax's
+    extra-argument protocol). The minimum of a negative ELBO is unknown (it is -log p(x)),
+    which is what the slack replaces.
 
     References:
         Loizou, Vaswani, Laradji, Lacoste-Julien. Stochastic Polyak step-size for SGD.

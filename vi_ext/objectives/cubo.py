@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from vi_ext.errors import ArgumentError, require_int
 from vi_ext.objectives.iwae import log_weight
 from vi_ext.program import Objective, logmeanexp, particles
 
@@ -36,7 +37,6 @@ def cubo(n: float = 2.0, num_particles: int = 8) -> Objective:
         >>> res = vx.fit(model, data, objective=vx.objectives.cubo(n=2, num_particles=16))
     """
     if n < 1:
-        raise ValueError(f"cubo(): n must be >= 1, got {n!r}")
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"cubo(): num_particles must be an int >= 1, got {num_particles!r}")
+        raise ArgumentError("n", f"cubo(): expected >= 1, got {n!r}.")
+    require_int(num_particles, "num_particles", 1, "cubo")
     return Objective(partial(cubo_program, n=float(n), num_particles=num_particles), name="cubo")

@@ -14,6 +14,7 @@ from functools import partial
 
 import jax.numpy as jnp
 
+from vi_ext.errors import require_int
 from vi_ext.program import Objective, density, particles, sim
 
 
@@ -38,6 +39,5 @@ def elbo(num_particles: int = 1) -> Objective:
     Example:
         >>> res = vx.fit(model, data, objective=vx.objectives.elbo(num_particles=4))
     """
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"elbo(): num_particles must be an int >= 1, got {num_particles!r}")
+    require_int(num_particles, "num_particles", 1, "elbo")
     return Objective(program=partial(elbo_program, num_particles=num_particles), name="elbo")

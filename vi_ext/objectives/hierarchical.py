@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from functools import partial
 
+from vi_ext.errors import require_int
 from vi_ext.program import Objective, density, logmeanexp, particles
 from vi_ext.program.marginal import Marginal, model_latent_names
 from vi_ext.program.primitives import sim
@@ -47,9 +48,8 @@ def diwhvi_program(model, guide, *args, num_particles=1, keep=None, proposal=Non
 
 
 def _make(name, num_particles, num_inner, keep, proposal):
-    for arg, v, low in (("num_particles", num_particles, 1), ("num_inner", num_inner, 0)):
-        if not isinstance(v, int) or v < low:
-            raise ValueError(f"{name}(): {arg} must be an int >= {low}, got {v!r}")
+    require_int(num_particles, "num_particles", 1, name)
+    require_int(num_inner, "num_inner", 0, name)
     program = partial(diwhvi_program, num_particles=num_particles, keep=keep,
                       proposal=proposal, num_inner=num_inner)
     return Objective(program=program, name=name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from vi_ext.errors import require_int
 from vi_ext.program import Objective, density, logmeanexp, particles, sim
 
 
@@ -32,6 +33,5 @@ def iwae(num_particles: int = 5) -> Objective:
     Example:
         >>> res = vx.fit(model, data, objective=vx.objectives.iwae(num_particles=8))
     """
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"iwae(): num_particles must be an int >= 1, got {num_particles!r}")
+    require_int(num_particles, "num_particles", 1, "iwae")
     return Objective(program=partial(iwae_program, num_particles=num_particles), name="iwae")

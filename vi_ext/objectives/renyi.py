@@ -15,6 +15,7 @@ from functools import partial
 
 import jax.numpy as jnp
 
+from vi_ext.errors import require_int
 from vi_ext.objectives.iwae import log_weight
 from vi_ext.program import Objective, logmeanexp, particles
 
@@ -33,8 +34,7 @@ def renyi(alpha: float = 0.0, num_particles: int = 2) -> Objective:
     Example:
         >>> res = vx.fit(model, data, objective=vx.objectives.renyi(alpha=0.5, num_particles=4))
     """
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"renyi(): num_particles must be an int >= 1, got {num_particles!r}")
+    require_int(num_particles, "num_particles", 1, "renyi")
     alpha = float(alpha)
     return Objective(
         program=partial(renyi_program, alpha=alpha, num_particles=num_particles), name="renyi"

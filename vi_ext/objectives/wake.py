@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from vi_ext.errors import require_int
 from vi_ext.program import Objective, density
 from vi_ext.program.normalize import normalize
 
@@ -37,13 +38,11 @@ def qwake_program(model, guide, *args, num_particles: int = 5, **kwargs):
 
 def pwake(num_particles: int = 5) -> Objective:
     """The model's wake phase of reweighted wake-sleep (K = ``num_particles``)."""
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"pwake(): num_particles must be an int >= 1, got {num_particles!r}")
+    require_int(num_particles, "num_particles", 1, "pwake")
     return Objective(partial(pwake_program, num_particles=num_particles), name="pwake")
 
 
 def qwake(num_particles: int = 5) -> Objective:
     """The guide's wake phase of reweighted wake-sleep (K = ``num_particles``)."""
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"qwake(): num_particles must be an int >= 1, got {num_particles!r}")
+    require_int(num_particles, "num_particles", 1, "qwake")
     return Objective(partial(qwake_program, num_particles=num_particles), name="qwake")

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 from numpyro import handlers
 
-from vi_ext.errors import ArgumentError
+from vi_ext.errors import ArgumentError, require_int
 from vi_ext.program.context import current_frame
 from vi_ext.program.primitives import Choices, density, particles, sim
 from vi_ext.program.sites import sample_sites
@@ -75,9 +75,7 @@ class Marginal(NamedTuple):
     num_particles: int = 0
 
     def _check(self, least: int) -> None:
-        m = self.num_particles
-        if not isinstance(m, int) or isinstance(m, bool) or m < least:
-            raise ArgumentError("num_particles", f"expected an int >= {least}, got {m!r}.")
+        require_int(self.num_particles, "num_particles", least, "Marginal")
 
     def _kept_names(self, values: Mapping[str, Any]) -> list[str]:
         keep = list(self.keep(dict(values)) if callable(self.keep) else self.keep)

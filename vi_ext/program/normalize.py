@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 from numpyro import handlers
 
-from vi_ext.errors import ArgumentError
+from vi_ext.errors import require_int
 from vi_ext.program.context import current_frame
 from vi_ext.program.primitives import density, particles
 from vi_ext.program.sites import sample_sites, site_log_prob
@@ -86,8 +86,7 @@ def normalize(
         num_particles: K.
         **kwargs: keyword arguments of model and proposal.
     """
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ArgumentError("num_particles", f"expected an int >= 1, got {num_particles!r}")
+    require_int(num_particles, "num_particles", 1, "normalize")
     frame = current_frame("normalize")
     still = jax.tree_util.tree_map(sg, frame.params)
 

@@ -39,7 +39,7 @@ from jax.scipy.special import logsumexp
 from numpyro import handlers
 from numpyro.primitives import Messenger
 
-from vi_ext.errors import ArgumentError, SiteError
+from vi_ext.errors import SiteError, require_int
 from vi_ext.estimators.base import Draw, Site, as_draw, is_strategy
 from vi_ext.estimators.defaults import default_strategy
 from vi_ext.program.context import DrawInfo, Frame, TermInfo, active_frame, current_frame
@@ -326,10 +326,7 @@ def particles(num_particles: int, fn: Callable[..., Any], *args: Any, over: Any 
             ``fn(over_k, *args, **kwargs)`` with its slice (weighted draws of
             :func:`vi_ext.program.normalize`, say).
     """
-    if not isinstance(num_particles, int) or isinstance(num_particles, bool) \
-            or num_particles < 1:
-        raise ArgumentError("num_particles",
-                            f"particles() needs an int >= 1, got {num_particles!r}.")
+    require_int(num_particles, "num_particles", 1, "particles")
     parent = current_frame("particles")
     address = parent.address("p")
     keys = jax.random.split(parent.next_key(), num_particles)
