@@ -53,19 +53,24 @@ def test_stationarity_test_fires_on_noise_and_never_on_a_drift():
         _, events = jax.lax.scan(step, test.init(jnp.zeros(10)), gs)
         return np.asarray(events)
 
-    # pure noise: every block passes once the phase is min_phase old
+    # pure noise: every block passes once the phase is min_phase old, and each event
+    # doubles the next block: 50 (held to 100 by min_phase), 100, 200, 400, 800 ...
     events = count(noise)
-    assert 10 <= events.sum() <= 20
+    assert 4 <= events.sum() <= 6
     # a mean of 0.3 sd per coordinate: S ~ 1 + 0.09 n, above 2 from n = 50 on
     assert count(noise + 0.3).sum() == 0
 
 
-def test_stationarity_test_doubles_the_block_after_a_failed_test():
+def test_stationarity_test_doubles_the_block_after_a_failed_test_and_after_an_event():
     test = StationarityTest(block=10, threshold=2.0, min_phase=1)
     s = test.init(jnp.zeros(3))
     for _ in range(10):
         s, e = test.update(s, jnp.ones(3))  # a pure drift: S = n
     assert not bool(e) and int(s.block_length) == 20
+    signs = jnp.array([1.0, -1.0] * 10)  # no drift: S = 0 over the block
+    for i in range(20):
+        s, e = test.update(s, signs[i] * jnp.ones(3))
+    assert bool(e) and int(s.block_length) == 40
 
 
 def test_plateau_cuts_the_step_at_stationarity_and_averages_the_phase():
