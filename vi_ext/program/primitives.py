@@ -325,6 +325,11 @@ def particles(num_particles: int, fn: Callable[..., Any], *args: Any, over: Any 
         over: optional pytree of arrays with a leading axis of size K; particle k calls
             ``fn(over_k, *args, **kwargs)`` with its slice (weighted draws of
             :func:`vi_ext.program.normalize`, say).
+
+    Use ``particles`` (not ``jax.vmap``) to vectorize anything that calls ``sim``,
+    ``density`` or ``logmeanexp``: it gives every particle its own draws and addresses and
+    hands what they record back to the program; a bare ``jax.vmap`` around them leaks traced
+    values out of the vmap (JAX reports an escaped tracer).
     """
     require_int(num_particles, "num_particles", 1, "particles")
     parent = current_frame("particles")
