@@ -102,16 +102,12 @@ def _iwae_plus_mean(model, guide, *args, **kwargs):
     return logmeanexp(lw) + 0.3 * jnp.mean(lw)
 
 
-@pytest.mark.parametrize("objective", [
-    vx.objectives.iwae(4),
-    vx.objectives.renyi(0.5, 4),
-    vx.objectives.cubo(2.0, 4),
-    vx.program.Objective(_two_logmeanexps, "two logmeanexps, a user's name"),
-], ids=["iwae", "renyi", "cubo", "two-logmeanexps"])
-def test_dreg_is_unbiased_on_a_dependent_guide_under_any_logmeanexp_bound(objective):
+def test_dreg_is_unbiased_on_a_dependent_guide_with_two_logmeanexps():
     """Validity comes from the program's structure, under any name: for a * logmeanexp(x)
     with x affine in the particle's log q, DReG rescales each particle's whole path
-    (z1 -> z2) once, and matches plain reparameterization (independent draws)."""
+    (z1 -> z2) once, and matches plain reparameterization (independent draws). (IWAE,
+    Renyi and CUBO under other names are known cases of the property test.)"""
+    objective = vx.program.Objective(_two_logmeanexps, "two logmeanexps, a user's name")
     both = {"z1": vx.estimators.dreg(), "z2": vx.estimators.dreg()}
     plain = {"z1": vx.estimators.reparam(), "z2": vx.estimators.reparam()}
     _, g_dreg = estimates(objective, chain_model, chain_guide, CHAIN, both, x=X)

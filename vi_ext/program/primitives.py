@@ -277,11 +277,21 @@ def density(
     if isinstance(choices, Choices) and choices.subsamples:
         fn = ReplayPlates(fn, choices.subsamples)
     fn = handlers.condition(fn, data=values)
-    trace, etrace, dims = run_enumerated(fn, values, frame.next_key(), args, kwargs,
-                                         also=tuple(expected))
+    try:
+        trace, etrace, dims = run_enumerated(fn, values, frame.next_key(), args, kwargs,
+                                             also=tuple(expected))
+        plain, groups = log_density_terms(etrace, dims, values, expected) \
+            if etrace is not None else ({}, {})
+    except SiteError as e:
+        if not expected:
+            raise
+        # say which strategies asked for the integration, so the user knows what to change
+        who = ", ".join(f"'{n}' by {_strategy_name(frame, draw_addresses.get(n))}()"
+                        for n in sorted(expected))
+        raise SiteError(e.site, f"{str(e).split(': ', 1)[-1]} (guide sites integrated by "
+                        f"their strategies: {who})") from e
     terms: list[tuple[tuple, jax.Array, tuple]] = []
     if etrace is not None:  # enumerated sites, summed out (or averaged) plate by plate
-        plain, groups = log_density_terms(etrace, dims, values, expected)
         for name, lp in plain.items():
             terms.append((("lp", address, name), lp, site_plates(etrace[name])))
         for name, lp in groups.items():
@@ -309,6 +319,11 @@ def density(
         frame.records.append(TermRecord(lp, label=label))
         total = total + jnp.sum(lp)
     return total
+
+
+def _strategy_name(frame: Frame, address: tuple | None) -> str:
+    info = frame.info.draws.get(address) if address is not None else None
+    return getattr(info.strategy, "name", "?") if info is not None else "?"
 
 
 def particles(num_particles: int, fn: Callable[..., Any], *args: Any, over: Any = None,
