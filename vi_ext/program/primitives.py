@@ -384,6 +384,8 @@ def logmeanexp(x: jax.Array, axis: int = 0) -> jax.Array:
     (strategies that need it find it: leave-one-out baselines, DReG).
     """
     x = jnp.asarray(x)
+    if x.shape[axis] == 1:  # the mean of one: the value itself, exactly (and affine)
+        return jnp.squeeze(x, axis)
     frame = active_frame()
     if frame is None or axis != 0 or x.ndim != 1:
         return logsumexp(x, axis=axis) - jnp.log(x.shape[axis])

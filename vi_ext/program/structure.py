@@ -131,6 +131,8 @@ def _merge(*forms: Form, signs: Iterable[float] | None = None) -> Form:
                 lin[t] = Coef(old.deps | c.deps, v)
             else:
                 lin[t] = Coef(c.deps, v)
+    # a static coefficient that cancels to zero: the sum does not depend on the tag at all
+    lin = {t: c for t, c in lin.items() if not (c.value == 0.0 and t not in nonlin)}
     return Form(lin, nonlin)
 
 
@@ -432,12 +434,17 @@ class Structure:
 
     def affine(self, label: tuple) -> bool:
         """The value is affine in the tagged value, with a coefficient that depends on no
-        random quantity of the program (no tag)."""
+        random quantity of the program (no tag); true when it does not depend on it."""
+        if label not in self.value_form.deps:
+            return True
         c = self.value_form.lin.get(label)
         return c is not None and not c.deps
 
     def coefficient(self, label: tuple) -> float | None:
-        """The static coefficient of the value in a tag it is affine in, when known."""
+        """The static coefficient of the value in a tag it is affine in, when known (0 when
+        the value does not depend on it)."""
+        if label not in self.value_form.deps:
+            return 0.0
         c = self.value_form.lin.get(label)
         return None if c is None else c.value
 
@@ -448,7 +455,8 @@ class Structure:
     # -- the term decomposition -------------------------------------------------------
     def _affine_terms(self) -> frozenset:
         """Terms t with F = sum_t a_t t + R, no term affinely upstream of another."""
-        terms = {t for t in self.avals if is_term(t) and self.affine(t)}
+        terms = {t for t in self.avals
+                 if is_term(t) and t in self.value_form.lin and self.affine(t)}
         changed = True
         while changed:
             changed = False
