@@ -65,6 +65,12 @@ class FitResult:
     history: list = field(default_factory=list)
 
     @property
+    def converged(self) -> bool:
+        """Whether a stopping rule said the fit converged before ``num_steps`` (then
+        ``stop_reason`` says which rule, and at which step)."""
+        return self.stop_reason.startswith("converged")
+
+    @property
     def num_rejected(self) -> int:
         """Number of steps rejected for a non-finite loss or gradient."""
         return int(getattr(self.state, "num_rejected", 0))

@@ -27,7 +27,7 @@ from vi_ext.errors import ArgumentError
 from vi_ext.fit.config import FitConfig, signature_with_options, stopping_rules
 from vi_ext.fit.step import FitState, init_state, make_step
 from vi_ext.keys import as_key
-from vi_ext.optim import default_optimizer
+from vi_ext.optim import averaged_params, default_optimizer
 from vi_ext.params import constrain, param_sites, unconstrain
 from vi_ext.program.objective import Objective
 from vi_ext.program.transform import check_estimators, initial_state, surrogate_fn
@@ -89,11 +89,14 @@ class Fitter(NamedTuple):
     def result(self, state: FitState, losses: np.ndarray, seconds: float = float("nan"),
                stop_reason: str = "num_steps") -> FitResult:
         """The :class:`~vi_ext.result.FitResult` at ``state``. Diagnostics of a streamed
-        fit run on its first minibatch (scaled by N / B)."""
+        fit run on its first minibatch (scaled by N / B). An optimizer that averages its
+        iterates (:func:`vi_ext.optim.averaged`, :func:`vi_ext.optim.plateau`) gives the
+        average as ``params``; ``state.params`` keeps the last iterate."""
+        average = averaged_params(state.opt_state)
         return FitResult(
             model=self.model,
             guide=self.guide,
-            params=constrain(state.params, self.constraints),
+            params=constrain(state.params if average is None else average, self.constraints),
             losses=np.array(losses),
             state=state,
             objective=self.objective,

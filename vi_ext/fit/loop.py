@@ -269,6 +269,15 @@ def run(fitter: Fitter, config: FitConfig) -> FitResult:
             RuntimeWarning,
             stacklevel=3,
         )
+    if fitter.rules and stop_reason == "num_steps":
+        names = ", ".join(getattr(r, "name", type(r).__name__) for r in fitter.rules)
+        warnings.warn(
+            f"fit reached num_steps={num_steps} before its stopping rule ({names}) said it "
+            "converged: the parameters may still be moving (res.converged is False). Raise "
+            "num_steps (resume= continues this fit) or look at res.losses.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return fitter.result(state, losses[:done], seconds, stop_reason)
 
 
