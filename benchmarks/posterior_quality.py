@@ -206,47 +206,6 @@ def _schedule_free_state(opt_state):
     return found[0]
 
 
-def _value_loop(optimizer_fn):
-    """A rule that needs the loss (optax's ``value`` extra argument), which fit does not
-    pass yet: the same estimator as fit (``vi_ext.fit.build``), in a plain scan."""
-
-    def run(model, kw, seed, num_steps, names, trajectory):
-        from vi_ext.fit import build
-
-        t0 = time.perf_counter()
-        s = cached_start(model, kw, seed)
-        opt = optimizer_fn(num_steps)
-        fitter = build(model, key=seed, init_params=s.autonormal_params(), optimizer=opt,
-                       num_steps=num_steps, **kw)
-        st = fitter.init_state
-
-        def step(carry, _):
-            u, os_, key, ss = carry
-            key, sub = jax.random.split(key)
-            loss, g, ss = fitter.loss_and_grad(u, sub, ss)
-            ok = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
-                                                         for x in jax.tree.leaves(g)]))
-            g = jax.tree.map(lambda x: jnp.where(ok, x, 0.0), g)
-            upd, os2 = opt.update(g, os_, u, value=jnp.where(ok, loss, 0.0))
-            u2 = optax.apply_updates(u, upd)
-            keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)  # noqa: E731
-            return (keep(u2, u), keep(os2, os_), key, ss), loss
-
-        carry = (st.params, st.opt_state, st.key, st.strategy_state)
-        carry, losses = jax.jit(lambda c: jax.lax.scan(step, c, None, length=num_steps))(carry)
-        res = vx.result.FitResult(
-            model=model, guide=fitter.guide, params=constrain(carry[0], fitter.constraints),
-            losses=np.asarray(losses), state=st, objective=fitter.objective, model_args=(),
-            model_kwargs=kw, estimators={}, constraints=fitter.constraints,
-            seconds=time.perf_counter() - t0, stop_reason="num_steps")
-        secs = time.perf_counter() - t0 + s.seconds
-        return dict(draws=res.sample(NUM_DRAWS, key=seed + 100), finite=finite_tree(res.params),
-                    seconds=secs, grad_evals=num_steps + s.gradient_evaluations,
-                    converged=False, info={"start": s.name}, trajectory=[])
-
-    return run
-
-
 def _stationary():
     return vxs.Stationary(events=5)
 
@@ -263,16 +222,20 @@ CANDIDATES = {
     "vi_ext_start_cyclical": _vi_ext(lambda n: vxo.cyclical_adam(n)),
     "vi_ext_start_innaprop": _vi_ext(lambda n: vxo.innaprop(vxo.annealed_schedule(n))),
     "vi_ext_start_prodigy_annealed": _vi_ext(_prodigy_annealed),
-    "vi_ext_start_sps_slack": _value_loop(lambda n: vxo.sps_slack()),
+    # fit passes the loss to optimizers that take it (optax's value= extra argument)
+    "vi_ext_start_sps_slack": _vi_ext(lambda n: vxo.sps_slack()),
     # candidate defaults: robust start, statistical annealing, averaging, stopping
     "vi_ext_auto_adam": _vi_ext(lambda n: vxo.plateau_adam(), stopping_fn=_stationary,
                                 use_average=True),
     "vi_ext_auto_prodigy": _vi_ext(lambda n: vxo.plateau(optax.contrib.prodigy()),
                                    stopping_fn=_stationary, use_average=True),
-    # the same with a full-rank Gaussian guide started at the chosen locations
+    # the same with a full-rank Gaussian guide started at the chosen locations, with Prodigy
+    # or with Adam at 1e-2 inside the plateau cuts
     "vi_ext_auto_mvn": _vi_ext(lambda n: vxo.plateau(optax.contrib.prodigy()),
                                stopping_fn=_stationary, use_average=True,
                                guide_cls=AutoMultivariateNormal),
+    "vi_ext_auto_mvn_adam": _vi_ext(lambda n: vxo.plateau_adam(), stopping_fn=_stationary,
+                                    use_average=True, guide_cls=AutoMultivariateNormal),
 }
 
 
@@ -425,9 +388,8 @@ def summarize(rows):
 FIGURE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
                       "assets", "posterior_quality.png")
 PLOTTED = {"vi_ext_current": ("vi_ext today", "tab:gray", "--"),
-           "vi_ext_auto_mvn": ("vi_ext auto, full-rank", "tab:brown", "-"),
-           "vi_ext_auto_prodigy": ("vi_ext auto (prodigy)", "tab:red", "-"),
-           "vi_ext_auto_adam": ("vi_ext auto (adam)", "tab:orange", "-"),
+           "vi_ext_auto_mvn_adam": ("vi_ext auto, full-rank (Adam)", "tab:red", "-"),
+           "vi_ext_auto_prodigy": ("vi_ext auto, mean-field (Prodigy)", "tab:orange", "-"),
            "numpyro_normal_best": ("NumPyro AutoNormal (best lr)", "tab:blue", "-"),
            "numpyro_mvn_best": ("NumPyro AutoMVN (best lr)", "tab:cyan", "-"),
            "blackjax_meanfield": ("BlackJAX mean-field", "tab:green", ":"),
@@ -485,7 +447,8 @@ def plot(result, path=FIGURE):
     print("wrote", path)
 
 
-def table(result, methods=("vi_ext_current", "vi_ext_auto_prodigy", "vi_ext_auto_mvn")) -> str:
+def table(result, methods=("vi_ext_current", "vi_ext_auto_prodigy", "vi_ext_auto_mvn",
+                          "vi_ext_auto_mvn_adam")) -> str:
     """A markdown table: per model, ``methods`` and the best NumPyro and BlackJAX runs."""
     lines = ["| model | method | z-error | log-sd error | seconds | grad evals | NaN | "
              "converged |", "|---|---|---|---|---|---|---|---|"]

@@ -1,5 +1,5 @@
 """Empirical Bayes by hypergradient: the prior scale of a logistic regression tuned through
-the VI optimum (``vx.solvers.vi_layer``).
+the VI optimum (``vx.vi_layer``).
 
 With the breast-cancer data of :mod:`models.logistic_regression`,
 
@@ -90,7 +90,7 @@ def tune(log_scale: float = 0.0, steps: int = 20, learning_rate: float = 0.5,
     (log_scale, validation loss, hypergradient per step)."""
     if train is None or val is None:
         train, val = data()
-    layer = vx.solvers.vi_layer(model, guide, num_particles=num_particles)
+    layer = vx.vi_layer(model, guide, num_particles=num_particles)
     value_and_grad = jax.jit(jax.value_and_grad(objective(layer, train, val)))
     s = jnp.asarray(log_scale, jnp.result_type(float))
     path = {"log_scale": [], "loss": [], "grad": []}

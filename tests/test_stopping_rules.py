@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import gaussian_guide, gaussian_model
 
@@ -68,6 +69,22 @@ def test_fit_stops_on_a_statistical_rule_and_says_so():
     res = vx.fit(gaussian_model, x=1.3, guide=gaussian_guide, num_steps=20000,
                  optimizer=vx.optim.plateau_adam(0.05), stopping=Stationary(events=3),
                  progress=False, key=0)
-    assert len(res.losses) < 20000
+    assert len(res.losses) < 20000 and res.converged
     assert res.stop_reason.startswith("converged (stationary)")
     assert float(res.params["m"]) == pytest.approx(0.65, abs=0.1)
+
+
+def test_fit_warns_when_the_cap_comes_before_its_rule():
+    with pytest.warns(RuntimeWarning, match="before its stopping rule"):
+        res = vx.fit(gaussian_model, x=1.3, guide=gaussian_guide, num_steps=50,
+                     stopping=Stationary(events=100), progress=False, key=0)
+    assert not res.converged and res.stop_reason == "num_steps"
+
+
+def test_an_averaging_optimizer_gives_the_average_as_the_fits_params():
+    res = vx.fit(gaussian_model, x=1.3, guide=gaussian_guide, num_steps=300,
+                 optimizer=vx.optim.averaged(optax.adam(0.05)), progress=False,
+                 key=0)
+    average = vx.optim.averaged_params(res.state.opt_state)
+    assert float(res.params["m"]) == pytest.approx(float(average["m"]))
+    assert float(res.params["m"]) != float(res.state.params["m"])  # the last iterate

@@ -29,7 +29,7 @@ from vi_ext import (
 )
 from vi_ext.checkpoint import CheckpointError
 from vi_ext.errors import ArgumentError, CallbackError, NonFiniteError, SiteError, VIError
-from vi_ext.fit import FitState, fit
+from vi_ext.fit import FitConfig, FitState, VIOptimum, fit, vi_layer
 from vi_ext.params import init_params
 from vi_ext.program.transform import estimate
 from vi_ext.result import FitResult
@@ -40,11 +40,13 @@ __all__ = [
     "ArgumentError",
     "CallbackError",
     "CheckpointError",
+    "FitConfig",
     "FitResult",
     "FitState",
     "NonFiniteError",
     "SiteError",
     "VIError",
+    "VIOptimum",
     "boosting",
     "checkpoint",
     "diagnostics",
@@ -59,4 +61,5 @@ __all__ = [
     "reparam",
     "solvers",
     "stopping",
+    "vi_layer",
 ]

@@ -4,13 +4,16 @@
 - :func:`elbo`: the ELBO, mean of log w, with its Monte Carlo standard error.
 - :func:`psis_khat`: Pareto k-hat of the importance weights w (Yao, Vehtari, Simpson &
   Gelman, "Yes, but did it work?", ICML 2018), over several seeds: k < 0.5 good, 0.5-0.7
-  usable, > 0.7 the guide misses mass the posterior has.
+  usable, > 0.7 the guide misses mass the posterior has (ArviZ's PSIS,
+  :func:`vi_ext.arviz_data.pareto_smooth`).
 - :func:`gradient_variance`: per parameter, the trace of the covariance of the objective's
   gradient estimator at the fitted parameters (what the strategies are for).
 - :func:`log_predictive`: log pointwise predictive density,
   sum_n log (1/S) sum_s p(y_n | z_s), z_s ~ q (Gelman, Hwang & Vehtari, 2014).
 
-Each function takes a :class:`~vi_ext.result.FitResult`; ``FitResult`` has them as methods.
+Each function takes a fitted guide (:class:`~vi_ext.traces.Fitted`: a
+:class:`~vi_ext.result.FitResult`, boosted mixtures included); ``FitResult`` has them as
+methods.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from numpyro import handlers
 from numpyro.infer import Predictive
-from numpyro.infer.importance import psis_diagnostic
 from numpyro.infer.util import log_likelihood
 
+from vi_ext.arviz_data import pareto_smooth
 from vi_ext.keys import as_key
 from vi_ext.program.enumerate import model_log_density
 from vi_ext.program.sites import sample_sites, site_log_prob
+from vi_ext.program.transform import estimate
+from vi_ext.traces import Fitted, guide_trace, latent_values
 
 
 class Estimate(NamedTuple):
@@ -68,7 +73,8 @@ def _check_num(n: Any, name: str, least: int = 1) -> int:
     return int(n)
 
 
-def weighted_draws(result, num_samples: int = 1000, key: Any = 0) -> tuple[dict, np.ndarray]:
+def weighted_draws(result: Fitted, num_samples: int = 1000,
+                   key: Any = 0) -> tuple[dict, np.ndarray]:
     """Guide draws z_s of the latent sites and their log weights log p(x, z_s) - log q(z_s).
 
     Returns:
@@ -80,9 +86,8 @@ def weighted_draws(result, num_samples: int = 1000, key: Any = 0) -> tuple[dict,
 
     def one(k):
         kq, kp = jax.random.split(k)
-        g = handlers.seed(handlers.substitute(guide, data=params), kq)
-        gtr = handlers.trace(g).get_trace(*args, **kwargs)
-        latents = {s["name"]: s["value"] for s in sample_sites(gtr, observed=False)}
+        gtr = guide_trace(guide, params, args, kwargs, kq)
+        latents = latent_values(gtr)
         log_q = sum((site_log_prob(s) for s in sample_sites(gtr)), jnp.zeros(()))
         # enumerated model sites the guide does not sample are summed out
         log_p = model_log_density(handlers.substitute(model, data=params), latents, kp,
@@ -94,12 +99,12 @@ def weighted_draws(result, num_samples: int = 1000, key: Any = 0) -> tuple[dict,
     return latents, np.asarray(lw, dtype=np.float64)
 
 
-def log_weights(result, num_samples: int = 1000, key: Any = 0) -> np.ndarray:
+def log_weights(result: Fitted, num_samples: int = 1000, key: Any = 0) -> np.ndarray:
     """log p(x, z_s) - log q(z_s) for ``num_samples`` draws z_s from the fitted guide."""
     return weighted_draws(result, num_samples, key)[1]
 
 
-def elbo(result, num_samples: int = 1000, key: Any = 0) -> Estimate:
+def elbo(result: Fitted, num_samples: int = 1000, key: Any = 0) -> Estimate:
     """The ELBO of the fitted guide, E_q[log p(x, z) - log q(z)], with its standard error."""
     num_samples = _check_num(num_samples, "num_samples", least=2)
     lw = log_weights(result, num_samples, key)
@@ -108,31 +113,27 @@ def elbo(result, num_samples: int = 1000, key: Any = 0) -> Estimate:
     return Estimate(float(np.mean(lw)), float(np.std(lw, ddof=1) / np.sqrt(len(lw))))
 
 
-def psis_khat(result, num_samples: int = 1000, seeds: Sequence[int] = (0, 1, 2, 3, 4)) -> KHat:
+def psis_khat(result: Fitted, num_samples: int = 1000,
+              seeds: Sequence[int] = (0, 1, 2, 3, 4)) -> KHat:
     """Pareto k-hat of the importance weights p/q, estimated once per seed.
 
     One seed's k-hat is noisy (its tail fit uses the largest ~20% of the weights); the spread
-    over seeds shows how much to trust it. Built on NumPyro's ``psis_diagnostic``.
+    over seeds shows how much to trust it. The weights are :func:`log_weights`; the fit is
+    ArviZ's PSIS (:func:`vi_ext.arviz_data.pareto_smooth`).
     """
     num_samples = _check_num(num_samples, "num_samples", least=10)
     seeds = tuple(seeds)
     if not seeds:
         raise ValueError("psis_khat(): seeds must name at least one seed")
-    return khat_summary(
-        psis_diagnostic(as_key(s), result.params, result.model, result.guide,
-                        *result.model_args, num_particles=num_samples, **result.model_kwargs)
-        for s in seeds
-    )
+    return khat_summary(pareto_smooth(log_weights(result, num_samples, s))[1] for s in seeds)
 
 
-def gradient_variance(result, num_samples: int = 100, key: Any = 0) -> dict[str, float]:
+def gradient_variance(result: Any, num_samples: int = 100, key: Any = 0) -> dict[str, float]:
     """Per parameter: the summed per-element variance of the gradient estimator.
 
     The estimator is the one the fit used (its objective and strategies), evaluated at the
     fitted (constrained) parameters over ``num_samples`` independent keys.
     """
-    from vi_ext.program.transform import estimate
-
     num_samples = _check_num(num_samples, "num_samples", least=2)
 
     def one(k):
@@ -145,7 +146,7 @@ def gradient_variance(result, num_samples: int = 100, key: Any = 0) -> dict[str,
     return {n: float(jnp.sum(jnp.var(g, axis=0, ddof=1))) for n, g in grads.items()}
 
 
-def log_predictive(result, *args: Any, num_samples: int = 1000, key: Any = 0,
+def log_predictive(result: Fitted, *args: Any, num_samples: int = 1000, key: Any = 0,
                    pointwise: bool = False, **kwargs: Any):
     """Log predictive density of data under the fitted guide's posterior predictive.
 

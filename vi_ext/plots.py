@@ -20,12 +20,6 @@ def moving_median(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def plot_losses(losses, path: str | None = None, smooth: int | None = None,
-                title: str = "loss") -> str | None:
-    """Loss per step (light) and its moving median (dark), log-scaled when all positive."""
-    return plot_fit(losses, None, None, path=path, smooth=smooth, title=title)
-
-
 def scalar_marginals(draws: dict, max_panels: int) -> list[tuple[str, np.ndarray]]:
     """(label, [S] draws) for the first ``max_panels`` scalar components of ``draws``."""
     out = []

@@ -1,4 +1,11 @@
-"""FitResult: what fit() returns, and what users do with a fitted guide."""
+"""FitResult: what a fit returns, and what users do with a fitted guide.
+
+One result for every way of fitting: :func:`vi_ext.fit` returns it, and so does boosting
+(:func:`vi_ext.boosting.boost`), whose mixture is a guide like any other
+(:class:`~vi_ext.boosting.guide.AutoMixture`). Diagnostics (:mod:`vi_ext.diagnostics`) and
+exact inference (:mod:`vi_ext.mcmc`) take any fitted guide; the methods here are their
+front door.
+"""
 
 from __future__ import annotations
 
@@ -11,43 +18,15 @@ import numpy as np
 from numpyro import handlers
 from numpyro.infer import Predictive
 
+from vi_ext import diagnostics
+from vi_ext.arviz_data import draws_to_arviz
 from vi_ext.keys import as_key
-from vi_ext.program.enumerate import is_enumerated, posterior_draws
-from vi_ext.program.sites import sample_sites
-
-
-def draws_to_arviz(draws: Mapping[str, np.ndarray], group_by_chain: bool = False,
-                   sample_stats: Mapping[str, np.ndarray] | None = None):
-    """Draws as ArviZ data: ``InferenceData`` on ArviZ 0.x, ``DataTree`` on ArviZ 1.x.
-
-    Args:
-        draws: ``{site: [S, ...]}`` (one chain), or ``{site: [chains, S, ...]}`` with
-            ``group_by_chain=True``.
-        sample_stats: optional sampler statistics ``{name: [chains, S]}``.
-    """
-    import arviz as az
-
-    def chains(d):
-        return {k: np.asarray(v) if group_by_chain else np.asarray(v)[None]
-                for k, v in d.items()}
-
-    groups = {"posterior": chains(draws)}
-    if sample_stats:
-        groups["sample_stats"] = {k: np.asarray(v) for k, v in sample_stats.items()}
-    if int(az.__version__.split(".")[0]) >= 1:
-        return az.from_dict(groups)
-    return az.from_dict(**groups)
-
-
-def _site_names(model_trace: dict) -> list[str]:
-    """A model trace's latent and deterministic sites, in execution order."""
-    return [n for n, s in model_trace.items()
-            if (s["type"] == "sample" and not s.get("is_observed")) or s["type"] == "deterministic"]
-
-
-def _enumerated(guide_trace: dict, model_trace: dict) -> list[str]:
-    """Model sites marked for enumeration that the guide does not sample."""
-    return [n for n, s in model_trace.items() if is_enumerated(s) and n not in guide_trace]
+from vi_ext.mcmc.bridge import to_blackjax
+from vi_ext.mcmc.nuts import refine
+from vi_ext.mcmc.psis import psis_sample
+from vi_ext.plots import plot_fit
+from vi_ext.program.enumerate import posterior_draws
+from vi_ext.traces import enumerated_sites, latent_values, replayed_traces, site_names
 
 
 @dataclass
@@ -66,6 +45,9 @@ class FitResult:
         seconds: wall time of the optimization loop, compilation included.
         stop_reason: why the fit ended: ``"num_steps"``, a stopping rule that converged, or
             a callback that asked to stop.
+        history: one record (a dict) per outer iteration of the method that made the fit:
+            boosting's, one per component (gap, step size, curvature, ELBO, ...); empty for
+            a plain fit, whose per-step record is ``losses``.
     """
 
     model: Callable
@@ -80,6 +62,13 @@ class FitResult:
     constraints: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = float("nan")
     stop_reason: str = "num_steps"
+    history: list = field(default_factory=list)
+
+    @property
+    def converged(self) -> bool:
+        """Whether a stopping rule said the fit converged before ``num_steps`` (then
+        ``stop_reason`` says which rule, and at which step)."""
+        return self.stop_reason.startswith("converged")
 
     @property
     def num_rejected(self) -> int:
@@ -88,16 +77,12 @@ class FitResult:
 
     def _traces(self) -> tuple[dict, dict]:
         """(guide trace, model trace replayed on the guide's latents), one seeded run each."""
-        g = handlers.seed(handlers.substitute(self.guide, data=self.params), 0)
-        gtr = handlers.trace(g).get_trace(*self.model_args, **self.model_kwargs)
-        latents = {s["name"]: s["value"] for s in sample_sites(gtr, observed=False)}
-        m = handlers.seed(handlers.substitute(self.model, data={**self.params, **latents}), 0)
-        mtr = handlers.trace(m).get_trace(*self.model_args, **self.model_kwargs)
-        return gtr, mtr
+        return replayed_traces(self.model, self.guide, self.params, self.model_args,
+                               self.model_kwargs, as_key(0))
 
     def site_names(self) -> list[str]:
         """Names of the model's latent and deterministic sites, in execution order."""
-        return _site_names(self._traces()[1])
+        return site_names(self._traces()[1])
 
     def sample(self, num_samples: int = 1000, key: Any = 0, correct: str | None = None,
                num_proposals: int | None = None) -> dict[str, np.ndarray]:
@@ -122,11 +107,9 @@ class FitResult:
         if correct not in (None, "psis"):
             raise ValueError(f"sample(): correct must be None or 'psis', got {correct!r}")
         if correct == "psis":
-            from vi_ext.mcmc.psis import psis_sample
-
             return psis_sample(self, num_samples, key, num_proposals)
         gtr, mtr = self._traces()
-        names = _site_names(mtr)
+        names = site_names(mtr)
         pred = Predictive(
             self.model,
             guide=self.guide,
@@ -136,22 +119,21 @@ class FitResult:
             parallel=True,
         )
         out = pred(as_key(key), *self.model_args, **self.model_kwargs)
-        if _enumerated(gtr, mtr):
+        if enumerated_sites(gtr, mtr):
             out = self._with_enumerated(out, names, gtr, as_key(key))
         return {n: np.asarray(out[n]) for n in names if n in out}
 
     def enumerated_sites(self) -> list[str]:
         """Model sites summed out by enumeration (marked ``infer={"enumerate":
         "parallel"}`` and not sampled by the guide)."""
-        return _enumerated(*self._traces())
+        return enumerated_sites(*self._traces())
 
     def _with_enumerated(self, out, names, gtr, key):
         """Replace the prior draws of summed-out sites by draws from their conditional
         posterior given each guide draw (``gtr``: a guide trace, for the latents' names),
         and recompute the deterministic sites."""
         model = handlers.substitute(self.model, data=self.params)
-        latents = {s["name"]: out[s["name"]] for s in sample_sites(gtr, observed=False)
-                   if s["name"] in out}
+        latents = {n: out[n] for n in latent_values(gtr) if n in out}
         n = len(next(iter(out.values())))
         keys = jax.random.split(jax.random.fold_in(key, 1), n)
         draws = jax.vmap(lambda v, k: posterior_draws(model, v, k, *self.model_args,
@@ -196,8 +178,6 @@ class FitResult:
 
         Returns the path written, or None. Needs matplotlib (the ``examples`` extra).
         """
-        from vi_ext.plots import plot_fit
-
         post = prior = None
         if marginals:
             post = self.sample(num_samples, key)
@@ -207,8 +187,7 @@ class FitResult:
 
     def prior_sample(self, num_samples: int = 1000, key: Any = 0) -> dict[str, np.ndarray]:
         """Draws of the model's latent sites from the prior, ``[num_samples, ...]`` each."""
-        gtr, mtr = self._traces()
-        names = _site_names(mtr)
+        names = self.site_names()
         pred = Predictive(self.model, params=self.params, num_samples=num_samples,
                           return_sites=names, parallel=True)
         out = pred(as_key(key), *self.model_args, **self.model_kwargs)
@@ -222,8 +201,6 @@ class FitResult:
         :class:`~vi_ext.mcmc.bridge.SamplingProblem` (log density on the unconstrained space,
         initial positions from the guide, the guide's covariance as inverse mass matrix, and
         the map back to constrained sites)."""
-        from vi_ext.mcmc.bridge import to_blackjax
-
         return to_blackjax(self, num_chains=num_chains, key=key, dense=dense,
                            num_draws=num_draws)
 
@@ -232,8 +209,6 @@ class FitResult:
         """Exact draws by BlackJAX NUTS started from the fit (see
         :func:`vi_ext.mcmc.refine`): a :class:`~vi_ext.mcmc.nuts.RefineResult` with
         ``samples`` shaped like :meth:`sample`'s, ``to_arviz()``, R-hat and ESS."""
-        from vi_ext.mcmc.nuts import refine
-
         return refine(self, method=method, num_samples=num_samples, num_chains=num_chains,
                       key=key, **kwargs)
 
@@ -241,31 +216,35 @@ class FitResult:
 
     def elbo(self, num_samples: int = 1000, key: Any = 0):
         """The ELBO of the fitted guide with its standard error: ``Estimate(value, se)``."""
-        from vi_ext import diagnostics
-
         return diagnostics.elbo(self, num_samples, key)
 
     def psis_khat(self, num_samples: int = 1000, seeds=(0, 1, 2, 3, 4)):
         """Pareto k-hat of the weights p/q over several seeds: ``KHat(values, mean, max,
         verdict)``; k < 0.5 good, < 0.7 ok, else the guide misses posterior mass."""
-        from vi_ext import diagnostics
-
         return diagnostics.psis_khat(self, num_samples, seeds)
 
     def gradient_variance(self, num_samples: int = 100, key: Any = 0) -> dict[str, float]:
         """Per parameter, the summed variance of the fit's gradient estimator at the fitted
         parameters."""
-        from vi_ext import diagnostics
-
         return diagnostics.gradient_variance(self, num_samples, key)
 
     def log_predictive(self, *args: Any, num_samples: int = 1000, key: Any = 0,
                        pointwise: bool = False, **kwargs: Any):
         """Log pointwise predictive density of data (default: the fit's own data)."""
-        from vi_ext import diagnostics
-
         return diagnostics.log_predictive(self, *args, num_samples=num_samples, key=key,
                                           pointwise=pointwise, **kwargs)
+
+    def __getattr__(self, name: str):
+        # boosting returned a BoostResult of its own until 0.1; its names are now the
+        # mixture guide's (res.guide.weights, ...) or diagnostics'
+        if name in _BOOST_RESULT_NAMES and "guide" in self.__dict__:
+            import warnings
+
+            new, get = _BOOST_RESULT_NAMES[name]
+            warnings.warn(f"res.{name} (of the former BoostResult) is now {new}.",
+                          DeprecationWarning, stacklevel=2)
+            return get(self)
+        raise AttributeError(f"'FitResult' object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         last = self.losses[np.isfinite(self.losses)][-min(100, len(self.losses)) :]
@@ -277,3 +256,16 @@ class FitResult:
         )
 
 
+
+
+#: deprecated names of the former BoostResult -> (the new spelling, how to get it)
+_BOOST_RESULT_NAMES = {
+    "mixture": ("res.guide.mixture", lambda r: r.guide.mixture),
+    "weights": ("res.guide.weights", lambda r: r.guide.weights),
+    "target": ("res.guide.flat", lambda r: r.guide.flat),
+    "log_density": ("res.guide.log_density", lambda r: r.guide.log_density),
+    "log_weights": ("vx.diagnostics.log_weights(res, ...)",
+                    lambda r: lambda num_samples=1000, key=0: diagnostics.log_weights(
+                        r, num_samples, key)),
+    "as_fit_result": ("res itself (boosting returns a FitResult)", lambda r: lambda: r),
+}

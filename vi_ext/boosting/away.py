@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from vi_ext.boosting import mixture as mx
-from vi_ext.boosting.target import as_density
+from vi_ext.flat import as_density
 
 
 class ComponentDraws(NamedTuple):

@@ -7,7 +7,7 @@
   Pareto-smoothed weights, with k-hat.
 
 Each is also a method of :class:`~vi_ext.result.FitResult` (``res.to_blackjax()``,
-``res.refine()``, ``res.sample(correct="psis")``) and of a boosting result.
+``res.refine()``, ``res.sample(correct="psis")``), boosted mixtures included.
 """
 
 from vi_ext.mcmc.bridge import SamplingProblem, to_blackjax

@@ -33,24 +33,18 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
-from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer.autoguide import AutoContinuous, AutoDiagonalNormal
-from numpyro.infer.initialization import init_to_median
-from numpyro.infer.util import initialize_model, unconstrain_fn
 
-from vi_ext.errors import ArgumentError, SiteError
+from vi_ext.errors import ArgumentError
+from vi_ext.flat import from_model
 from vi_ext.keys import as_key
-from vi_ext.program.sites import sample_sites
-
-if TYPE_CHECKING:
-    from vi_ext.result import FitResult
+from vi_ext.traces import Fitted, guide_trace, latent_values, prior_trace
 
 
 class SamplingProblem(NamedTuple):
@@ -77,50 +71,31 @@ class SamplingProblem(NamedTuple):
     sites: tuple
 
 
-def _model_trace(model, args, kwargs):
-    with numpyro.validation_enabled(False):
-        return handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
+def _nuts_advice(site: dict) -> str:
+    advice = ("NUTS only moves continuous latents, so enumeration comes first. Mark the site "
+              "infer={'enumerate': 'parallel'} (or wrap the model in "
+              "numpyro.contrib.funsor.config_enumerate) so that it is summed out of the log "
+              "density, or marginalize it by hand in the model.")
+    if not site["fn"].has_enumerate_support:
+        advice += (" This distribution has no finite support to enumerate: rewrite the model "
+                   "so that the site is continuous or integrated out.")
+    return advice
 
 
-def sampling_model(result: FitResult) -> Callable:
-    """The fitted model with its own ``numpyro.param`` sites held at the fitted values.
-
-    Raises:
-        SiteError: for a discrete latent site that is not marked for enumeration.
-    """
-    model, args, kwargs = result.model, result.model_args, result.model_kwargs
-    tr = _model_trace(model, args, kwargs)
-    for name, site in tr.items():
-        if site["type"] != "sample" or site.get("is_observed"):
-            continue
-        if site["fn"].support.is_discrete:
-            if site["infer"].get("enumerate") == "parallel" and site["fn"].has_enumerate_support:
-                continue
-            raise SiteError(
-                name,
-                f"is discrete ({type(site['fn']).__name__}); NUTS only moves continuous "
-                "latents, so enumeration comes first. Mark the site "
-                "infer={'enumerate': 'parallel'} (or wrap the model in "
-                "numpyro.contrib.funsor.config_enumerate) so that it is summed out of the "
-                "log density, or marginalize it by hand in the model."
-                + ("" if site["fn"].has_enumerate_support else
-                   " This distribution has no finite support to enumerate: rewrite the "
-                   "model so that the site is continuous or integrated out."))
+def sampling_model(result: Fitted) -> Callable:
+    """The fitted model with its own ``numpyro.param`` sites held at the fitted values."""
+    tr = prior_trace(result.model, result.model_args, result.model_kwargs, as_key(0))
     held = {n: result.params[n] for n, s in tr.items()
             if s["type"] == "param" and n in result.params}
-    return handlers.substitute(model, data=held) if held else model
+    return handlers.substitute(result.model, data=held) if held else result.model
 
 
-def _guide_draws(result, num_draws: int, key) -> dict:
+def _guide_draws(result: Fitted, num_draws: int, key) -> dict:
     """Constrained draws of the guide's latent sites, ``{site: [num_draws, ...]}``."""
-    guide, params = result.guide, result.params
-    args, kwargs = result.model_args, result.model_kwargs
 
     def one(k):
-        g = handlers.seed(handlers.substitute(guide, data=params), k)
-        with numpyro.validation_enabled(False):
-            tr = handlers.trace(g).get_trace(*args, **kwargs)
-        return {s["name"]: s["value"] for s in sample_sites(tr, observed=False)}
+        return latent_values(guide_trace(result.guide, result.params, result.model_args,
+                                         result.model_kwargs, k, validate=False))
 
     return jax.vmap(one)(jax.random.split(key, num_draws))
 
@@ -129,17 +104,21 @@ def _is_dense(guide) -> bool:
     return isinstance(guide, AutoContinuous) and not isinstance(guide, AutoDiagonalNormal)
 
 
-def to_blackjax(result: FitResult, num_chains: int = 4, key: Any = 0, dense: bool | None = None,
+def to_blackjax(result: Fitted, num_chains: int = 4, key: Any = 0, dense: bool | None = None,
                 num_draws: int = 1000) -> SamplingProblem:
     """The fitted model as a :class:`SamplingProblem` for BlackJAX, warmed by the guide.
 
     Args:
-        result: a :class:`~vi_ext.result.FitResult`.
+        result: a fitted guide (a :class:`~vi_ext.result.FitResult`).
         num_chains: how many initial positions to draw from the guide.
         key: a seed or key for the initial positions and the covariance draws.
         dense: dense (True) or diagonal (False) inverse mass matrix; by default it matches
             the guide (dense for guides with correlations).
         num_draws: guide draws used to estimate the covariance.
+
+    Raises:
+        SiteError: for a discrete latent site that is not marked for enumeration, or a
+            continuous latent site the guide does not sample.
 
     Example::
 
@@ -157,33 +136,11 @@ def to_blackjax(result: FitResult, num_chains: int = 4, key: Any = 0, dense: boo
         raise ArgumentError("dense", f"expected True, False or None, got {dense!r}.")
     dense = _is_dense(result.guide) if dense is None else dense
     k_init, k_pos, k_cov = jax.random.split(as_key(key), 3)
-    model = sampling_model(result)
-    args, kwargs = result.model_args, result.model_kwargs
-    with numpyro.validation_enabled(False), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        info = initialize_model(k_init, model, model_args=args, model_kwargs=kwargs,
-                                init_strategy=init_to_median(num_samples=15))
-    prototype = info.param_info.z
-    flat0, unravel = ravel_pytree(prototype)
-    dim = int(flat0.shape[0])
-    potential_fn, postprocess_fn = info.potential_fn, info.postprocess_fn
-
-    def logdensity_fn(x):
-        return -potential_fn(unravel(x))
-
-    def to_flat(constrained):
-        missing = [n for n in prototype if n not in constrained]
-        if missing:
-            raise SiteError(missing[0], "the guide draws no value for this latent site of "
-                                        "the model; the guide must cover every continuous "
-                                        "latent site.")
-        values = {n: constrained[n] for n in prototype}
-        seeded = handlers.seed(model, 0)  # discrete sites, if any, need a key to trace
-        return ravel_pytree(unconstrain_fn(seeded, args, kwargs, values))[0]
+    flat = from_model(sampling_model(result), result.model_args, result.model_kwargs, k_init,
+                      discrete=_nuts_advice, allow_enumerated=True)
 
     def flat_draws(k, n):
-        draws = _guide_draws(result, n, k)
-        return jax.vmap(to_flat)(draws)
+        return jax.vmap(flat.to_flat)(_guide_draws(result, n, k))
 
     positions = flat_draws(k_pos, num_chains)
     x = flat_draws(k_cov, num_draws)
@@ -191,16 +148,15 @@ def to_blackjax(result: FitResult, num_chains: int = 4, key: Any = 0, dense: boo
         raise ArgumentError("result", "guide draws map to non-finite unconstrained values; "
                                       "the fitted guide is broken (check res.params).")
     imm = _covariance(x, dense)
+    dim = flat.dim
 
     def constrain(xs):
         xs = jnp.asarray(xs)
-        flat = xs.reshape(-1, dim)
-        out = jax.vmap(lambda v: postprocess_fn(unravel(v)))(flat)
+        out = jax.vmap(flat.constrain)(xs.reshape(-1, dim))
         return {n: v.reshape(xs.shape[:-1] + v.shape[1:]) for n, v in out.items()}
 
-    # x is laid out as ravel_pytree lays out a dict: sites sorted by name
-    return SamplingProblem(logdensity_fn, positions, imm, constrain, unravel, dim,
-                           tuple(sorted(prototype)))
+    return SamplingProblem(flat.log_density, positions, imm, constrain, flat.unravel, dim,
+                           flat.sites)
 
 
 def _covariance(x: jax.Array, dense: bool) -> jax.Array:

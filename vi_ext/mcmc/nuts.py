@@ -37,7 +37,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import blackjax
 import jax
@@ -47,12 +47,11 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from tqdm.auto import tqdm
 
+from vi_ext.arviz_data import draws_to_arviz
 from vi_ext.errors import ArgumentError
 from vi_ext.keys import as_key
 from vi_ext.mcmc.bridge import SamplingProblem, to_blackjax
-
-if TYPE_CHECKING:
-    from vi_ext.result import FitResult
+from vi_ext.traces import Fitted
 
 ADAPT = ("step_size", "window")
 
@@ -115,8 +114,6 @@ class RefineResult:
 
     def to_arviz(self):
         """The draws as ArviZ data with their chains, and the sampler's statistics."""
-        from vi_ext.result import draws_to_arviz
-
         return draws_to_arviz(self.by_chain, group_by_chain=True, sample_stats=self.sample_stats)
 
     def summary(self, **kwargs: Any):
@@ -211,14 +208,14 @@ def _make_advance(logdensity_fn, target_accept: float, max_num_doublings: int):
     return jax.jit(advance)
 
 
-def refine(result: FitResult, method: str = "nuts", num_samples: int = 1000, num_chains: int = 4,
+def refine(result: Fitted, method: str = "nuts", num_samples: int = 1000, num_chains: int = 4,
            num_warmup: int = 200, adapt: str = "window", key: Any = 0,
            target_accept: float = 0.8, dense: bool | None = None, prior_draws: int = 50,
            max_num_doublings: int = 10, progress: bool = True) -> RefineResult:
     """Exact draws from the fitted model by BlackJAX NUTS, started from the fit.
 
     Args:
-        result: a FitResult (or a boosting result).
+        result: a fitted guide (a :class:`~vi_ext.result.FitResult`).
         method: ``"nuts"``.
         num_samples: draws kept per chain.
         num_chains: chains, each started at its own guide draw.

@@ -39,6 +39,10 @@ import jax.numpy as jnp
 from jax import lax
 from jax.scipy.sparse.linalg import cg
 
+from vi_ext.errors import ArgumentError
+from vi_ext.solvers.differentiation import Iteration
+from vi_ext.solvers.transport import TransportProblem
+
 
 class SparseNewton(NamedTuple):
     """Options of the Sparse-Newton stage (``sinkhorn(..., newton=SparseNewton(...))``).
@@ -129,3 +133,156 @@ def newton_direction(grad_f: jax.Array, grad_g: jax.Array, diag_f: jax.Array,
         grad_f, grad_g = grad_f - c, grad_g + c
     d, _ = cg(hv, (grad_f, grad_g), tol=cg_tol, maxiter=cg_iterations)
     return d
+
+
+def check_options(newton) -> None:
+    """Raise an ArgumentError (argument ``newton``) for options out of range."""
+    if isinstance(newton, bool):
+        return
+    if not isinstance(newton, SparseNewton):
+        raise ArgumentError("newton", f"expected True, False or a SparseNewton, got "
+                                      f"{newton!r}.")
+    for name in ("warmup", "max_steps", "entries_per_row", "cg_iterations", "max_backtracks"):
+        value = getattr(newton, name)
+        low = 0 if name == "warmup" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ArgumentError("newton", f"SparseNewton.{name} must be an int >= {low}, "
+                                          f"got {value!r}.")
+    if not (isinstance(newton.cg_tol, (int, float)) and 0 < newton.cg_tol < 1):
+        raise ArgumentError("newton", f"SparseNewton.cg_tol must be in (0, 1), got "
+                                      f"{newton.cg_tol!r}.")
+
+
+class NewtonParts(NamedTuple):
+    """At (f, g): the log plan, the plan's marginals and the optimal marginals (the dual's
+    gradient is their difference)."""
+
+    log_plan: jax.Array
+    rows: jax.Array
+    cols: jax.Array
+    target_rows: jax.Array
+    target_cols: jax.Array
+
+    def residual(self) -> jax.Array:
+        """The L1 norm of the dual's gradient (both marginals' errors)."""
+        return (jnp.sum(jnp.abs(self.target_rows - self.rows))
+                + jnp.sum(jnp.abs(self.target_cols - self.cols)))
+
+
+def newton_parts(problem: TransportProblem, f: jax.Array, g: jax.Array) -> NewtonParts:
+    lp = problem.log_plan(f, g)
+    p = jnp.exp(lp)
+    return NewtonParts(lp, p.sum(1), p.sum(0),
+                       problem.optimal_marginal(problem.a, f, problem.tau_a),
+                       problem.optimal_marginal(problem.b, g, problem.tau_b))
+
+
+def _hessian_diagonal(r, t, tau):
+    """eps times the diagonal of the dual's negative Hessian: P's marginal, plus eps t / rho
+    under a KL penalty (rho = eps tau / (1 - tau))."""
+    return r if tau == 1.0 else r + t * (1.0 - tau) / tau
+
+
+def _line_search(problem, f, g, df, dg, slope, max_backtracks):
+    """Backtracking (Armijo) on the dual: the largest alpha in 1, 1/2, ... with
+    D(x + alpha d) >= D(x) + 1e-4 alpha <grad D, d>; 0 if none in ``max_backtracks``."""
+    d0 = problem.dual(f, g)
+
+    def cond(state):
+        _, ok, t = state
+        return (~ok) & (t < max_backtracks)
+
+    def body(state):
+        alpha, _, t = state
+        alpha = alpha * 0.5
+        d1 = problem.dual(f + alpha * df, g + alpha * dg)
+        return alpha, d1 >= d0 + 1e-4 * alpha * slope, t + 1
+
+    two = jnp.asarray(2.0, problem.dtype)
+    alpha, ok, _ = lax.while_loop(cond, body, (two, slope <= 0, 0))
+    return jnp.where(ok & (slope > 0), alpha, 0.0)
+
+
+def newton_step(problem: TransportProblem, f: jax.Array, g: jax.Array, parts: NewtonParts,
+                opts: SparseNewton) -> tuple[jax.Array, jax.Array, NewtonParts]:
+    """One Sparse-Newton step on the dual; where the line search fails, one Sinkhorn update
+    instead. The Hessian and the step length are held fixed under differentiation (the step
+    is differentiated through grad D only)."""
+    sg = lax.stop_gradient
+    vals, cols = truncate_rows(sg(parts.log_plan), opts.entries_per_row)
+    mv, rmv = sparse_matvec(vals, cols, problem.shape[1])
+    grad_f = parts.target_rows - parts.rows
+    grad_g = parts.target_cols - parts.cols
+    df, dg = newton_direction(
+        grad_f, grad_g, sg(_hessian_diagonal(parts.rows, parts.target_rows, problem.tau_a)),
+        sg(_hessian_diagonal(parts.cols, parts.target_cols, problem.tau_b)), mv, rmv,
+        sg(problem.epsilon), problem.balanced, opts.cg_tol, opts.cg_iterations)
+    slope = jnp.vdot(grad_f, df) + jnp.vdot(grad_g, dg)
+    alpha = _line_search(sg(problem), *sg((f, g, df, dg, slope)), opts.max_backtracks)
+
+    def newton_update(f, g):
+        return f + alpha * df, g + alpha * dg
+
+    def sinkhorn_update(f, g):
+        f, g, _ = problem.update(g)
+        return f, g
+
+    f, g = lax.cond(alpha > 0, newton_update, sinkhorn_update, f, g)
+    return f, g, newton_parts(problem, f, g)
+
+
+class NewtonState(NamedTuple):
+    """The Newton stage's loop state: potentials, their parts, the update counter (shared
+    with Sinkhorn's), the Newton step count, and the error history."""
+
+    f: jax.Array
+    g: jax.Array
+    parts: NewtonParts
+    iteration: jax.Array
+    steps: jax.Array
+    errors: jax.Array
+
+
+def newton_iteration(problem: TransportProblem, threshold: float, max_iterations: int,
+                     opts: SparseNewton, active: jax.Array, length: int) -> Iteration:
+    """Newton steps while the dual's gradient (both marginals' L1 error) exceeds
+    ``threshold``, within the iteration budget and ``opts.max_steps`` (``active``: whether
+    the stage runs at all)."""
+
+    def cond(s: NewtonState):
+        return active & (s.parts.residual() > threshold) & (s.iteration < max_iterations) \
+            & (s.steps < opts.max_steps)
+
+    def body(s: NewtonState) -> NewtonState:
+        f, g, parts = newton_step(problem, s.f, s.g, s.parts, opts)
+        err = lax.stop_gradient(parts.residual())
+        return NewtonState(f, g, parts, s.iteration + 1, s.steps + 1,
+                           s.errors.at[s.iteration].set(err))
+
+    return Iteration(body, cond, length)
+
+
+def newton_start(problem: TransportProblem, g: jax.Array, iteration: jax.Array,
+                 errors: jax.Array) -> NewtonState:
+    f = problem.f_update(g)
+    return NewtonState(f, g, newton_parts(problem, f, g), iteration, jnp.asarray(0), errors)
+
+
+def exact_newton_step(problem: TransportProblem, g_star: jax.Array) -> jax.Array:
+    """One Newton step at the stopped-gradient solution with the exact (dense) Hessian: its
+    derivative is H^-1 d(grad D)/d(theta), the implicit derivative itself (the step's
+    dependence through H vanishes where grad D = 0; Bolte et al. 2023)."""
+    sg = lax.stop_gradient
+    g_star = sg(g_star)
+    f_star = sg(problem).f_update(g_star)
+    parts = newton_parts(problem, f_star, g_star)
+    p = sg(jnp.exp(parts.log_plan))
+    n, m = problem.shape
+    tol = float(jnp.finfo(problem.dtype).eps) ** (2 / 3)
+    _, dg = newton_direction(
+        parts.target_rows - parts.rows, parts.target_cols - parts.cols,
+        sg(_hessian_diagonal(parts.rows, parts.target_rows, problem.tau_a)),
+        sg(_hessian_diagonal(parts.cols, parts.target_cols, problem.tau_b)),
+        lambda v: p @ v, lambda u: p.T @ u, sg(problem.epsilon), problem.balanced, tol,
+        10 * (n + m))
+    return problem.center(g_star + dg)

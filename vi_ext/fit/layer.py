@@ -1,5 +1,8 @@
 """fit as a layer: the VI optimum as a differentiable function of model hyperparameters.
 
+It lives beside fit and uses the solvers (:func:`vi_ext.solvers.custom_root`); the solvers
+know nothing of fitting.
+
 Let the model depend on hyperparameters h (prior scales, a regularization strength, ...).
 Variational inference picks guide parameters phi*(h) that maximize an objective L(phi, h)
 (the ELBO by default). A downstream loss l(phi*(h), h) (a validation log-likelihood, a
@@ -38,9 +41,11 @@ import optax
 import optax.tree_utils as otu
 from jax import lax
 
+from vi_ext import objectives as _objectives
 from vi_ext.errors import ArgumentError
 from vi_ext.keys import as_key
 from vi_ext.params import constrain, param_sites, unconstrain
+from vi_ext.program.transform import surrogate_fn
 from vi_ext.solvers.implicit import custom_root
 
 
@@ -93,7 +98,7 @@ def vi_layer(model: Callable, guide: Callable, *, objective: Any = None,
 
     Example (empirical Bayes by hypergradient descent)::
 
-        layer = vx.solvers.vi_layer(model, guide)
+        layer = vx.vi_layer(model, guide)
 
         def validation_loss(log_scale):
             params = layer(log_scale, x_train, y_train).params
@@ -101,9 +106,6 @@ def vi_layer(model: Callable, guide: Callable, *, objective: Any = None,
 
         g = jax.grad(validation_loss)(log_scale)
     """
-    from vi_ext import objectives as _objectives
-    from vi_ext.program.transform import surrogate_fn
-
     if isinstance(num_particles, bool) or not isinstance(num_particles, int) \
             or num_particles < 1:
         raise ArgumentError("num_particles", f"expected an int >= 1, got {num_particles!r}.")

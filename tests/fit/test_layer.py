@@ -15,7 +15,7 @@ def problem():
         train, val = eb.data(num_train=60, num_features=3)
         train = {"X": jnp.asarray(train["X"], jnp.float64), "y": jnp.asarray(train["y"])}
         val = {"X": jnp.asarray(val["X"], jnp.float64), "y": jnp.asarray(val["y"])}
-        layer = vx.solvers.vi_layer(eb.model, eb.guide, num_particles=8, tol=1e-10)
+        layer = vx.vi_layer(eb.model, eb.guide, num_particles=8, tol=1e-10)
         yield layer, eb.objective(layer, train, val), train
 
 
@@ -47,14 +47,19 @@ def test_hypergradient_matches_finite_differences_and_forward_mode(problem):
 def test_a_layer_that_stops_short_says_so_and_bad_arguments_are_named(problem):
     _, _, train = problem
     with jax.enable_x64(True):
-        short = vx.solvers.vi_layer(eb.model, eb.guide, num_particles=8, max_iterations=2,
+        short = vx.vi_layer(eb.model, eb.guide, num_particles=8, max_iterations=2,
                                     tol=1e-12)
         opt = short(jnp.asarray(0.3), train["X"], train["y"])
         assert not bool(opt.converged) and int(opt.iterations) == 2
     for kwargs, name in (({"num_particles": 0}, "num_particles"),
                          ({"max_iterations": 0}, "max_iterations"), ({"tol": -1.0}, "tol")):
         with pytest.raises(vx.ArgumentError, match=name):
-            vx.solvers.vi_layer(eb.model, eb.guide, **kwargs)
+            vx.vi_layer(eb.model, eb.guide, **kwargs)
     with pytest.raises(vx.ArgumentError, match="init_params"):
-        vx.solvers.vi_layer(eb.model, eb.guide, init_params={"nope": 1.0})(
+        vx.vi_layer(eb.model, eb.guide, init_params={"nope": 1.0})(
             jnp.asarray(0.0), train["X"], train["y"])
+
+
+def test_the_old_spelling_under_solvers_still_works_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="vx.vi_layer"):
+        assert vx.solvers.vi_layer is vx.vi_layer

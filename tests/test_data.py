@@ -1,0 +1,76 @@
+"""Minibatches: epoch orders, stored and computed permutations, the prefetcher, .npy files
+(vi_ext.data)."""
+
+
+import jax
+import numpy as np
+import pytest
+
+import vi_ext as vx
+from vi_ext.data import Prefetcher, as_dataset, open_npy, permute, round_keys
+
+
+def test_every_row_once_per_epoch_and_the_order_is_reproducible(small):
+    ds = as_dataset({"X": small[0]}, 32, True, jax.random.PRNGKey(1))
+    assert ds.steps_per_epoch == 6  # 200 // 32: the last 8 rows of each order wait
+    epoch0 = np.concatenate([ds.rows(t) for t in range(6)])
+    assert len(np.unique(epoch0)) == 192
+    assert not np.array_equal(epoch0, np.concatenate([ds.rows(t) for t in range(6, 12)]))
+    again = as_dataset({"X": small[0]}, 32, True, jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(ds.chunk_rows(5, 4, 6), again.chunk_rows(5, 4, 6))
+    in_order = as_dataset({"X": small[0]}, 32, False, jax.random.PRNGKey(1))
+    np.testing.assert_array_equal(in_order.rows(7), np.arange(32, 64))
+
+
+def test_the_prefetcher_hands_over_the_batches_asked_for():
+    ds = as_dataset({"a": np.arange(40.0)}, 4, True, jax.random.PRNGKey(0))
+    calls = []
+
+    def put(rows):
+        calls.append(rows)
+        return {"a": ds.arrays["a"][rows]}
+
+    p = Prefetcher(ds, 3, put)
+    first = p.get(0, 3)
+    p.prepare(3, 2)                          # gathered now, handed over by the next get
+    second = p.get(3, 2)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(first["a"][2], ds.batch(2)["a"])
+    np.testing.assert_array_equal(second["a"][:2], np.stack([ds.batch(3)["a"],
+                                                             ds.batch(4)["a"]]))
+    np.testing.assert_array_equal(second["a"][2], second["a"][1])   # padding
+    p.prepare(5, 3)
+    np.testing.assert_array_equal(p.get(4, 3)["a"][0], ds.batch(4)["a"])   # not the prepared
+    assert len(calls) == 4
+
+
+def test_stored_and_computed_orders_visit_every_row_once(monkeypatch):
+    from vi_ext import data
+
+    for limit in (10**6, 100):               # stored up to the limit, computed beyond
+        monkeypatch.setattr(data, "STORED_ORDER_MAX_ROWS", limit)
+        ds = as_dataset({"X": np.zeros(1000)}, 100, True, jax.random.PRNGKey(4))
+        epoch = np.concatenate([ds.rows(t) for t in range(10)])
+        np.testing.assert_array_equal(np.sort(epoch), np.arange(1000))
+        np.testing.assert_array_equal(ds.chunk_rows(3, 9, 9)[0], ds.rows(3))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 200, 4097])
+def test_the_computed_epoch_order_is_a_permutation(n):
+    keys = round_keys((1, 2), 0)
+    order = permute(np.arange(n), n, keys)
+    np.testing.assert_array_equal(np.sort(order), np.arange(n))
+    if n >= 200:
+        assert not np.array_equal(order, np.arange(n))
+        assert not np.array_equal(order, permute(np.arange(n), n, round_keys((1, 2), 1)))
+        # a batch's rows, computed alone, are those of the whole order
+        np.testing.assert_array_equal(permute(np.arange(50, 90), n, keys), order[50:90])
+
+
+def test_a_fortran_ordered_or_non_array_file_is_refused(tmp_path):
+    np.save(tmp_path / "f.npy", np.asfortranarray(np.zeros((10, 3))))
+    with pytest.raises(vx.ArgumentError, match="Fortran"):
+        open_npy(tmp_path / "f.npy")
+    np.savez(tmp_path / "z.npz", a=np.zeros(3))
+    with pytest.raises(vx.ArgumentError, match="not a .npy"):
+        open_npy(tmp_path / "z.npz")

@@ -1,0 +1,230 @@
+"""Setup of a fit: resolve the inputs, initialize the parameters, and build the compiled
+chunk that the loop (:mod:`vi_ext.fit.loop`) calls.
+
+:func:`build` returns a :class:`Fitter`: the initial :class:`~vi_ext.fit.step.FitState`,
+``run_chunk`` (one jit-compiled ``lax.scan`` of the guarded step over a chunk of steps, the
+last chunk padded with inactive steps so that one program serves every chunk), the
+resolved guide, objective and strategies, and, for streamed data, the dataset. Nothing is
+compiled until ``run_chunk`` is first called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from numpyro import handlers
+from numpyro.infer.autoguide import AutoNormal
+from numpyro.infer.initialization import init_to_median
+
+from vi_ext import objectives as _objectives
+from vi_ext.data import Dataset, StreamPlates, as_dataset, check_scaled
+from vi_ext.errors import ArgumentError
+from vi_ext.fit.config import FitConfig, signature_with_options, stopping_rules
+from vi_ext.fit.step import FitState, init_state, make_step
+from vi_ext.keys import as_key
+from vi_ext.optim import averaged_params, default_optimizer
+from vi_ext.params import constrain, param_sites, unconstrain
+from vi_ext.program.objective import Objective
+from vi_ext.program.transform import check_estimators, initial_state, surrogate_fn
+from vi_ext.result import FitResult
+from vi_ext.sharding import (
+    batch_sharding,
+    check_batch_size,
+    particles_on,
+    replicated,
+    resolve_mesh,
+)
+from vi_ext.traces import prior_trace, refuse_discrete
+
+
+class Fitter(NamedTuple):
+    """A compiled fit, before the loop: what :func:`vi_ext.fit` runs, exposed for reuse.
+
+    Attributes:
+        init_state: the :class:`FitState` at step 0 (replicated over ``mesh``, if any).
+        run_chunk: jit-compiled ``(state, active) -> (state, losses)``, or with streamed
+            data ``(state, active, batches) -> (state, losses)`` with ``batches`` stacked
+            ``[len(active), B, ...]``; runs ``len(active)`` steps in one ``lax.scan`` (steps
+            with ``active=False`` change nothing).
+        loss_and_grad: ``(u, key, strategy_state[, batch]) -> (loss, grads,
+            strategy_state)`` on unconstrained params, not jitted.
+        guide, objective, constraints, estimators, rules: the resolved inputs.
+        dataset: the streamed :class:`~vi_ext.data.Dataset` (None: no data= argument).
+        mesh: the device mesh (None: one device).
+        model: the model as the loop runs it (with streamed data: under
+            :class:`~vi_ext.data.StreamPlates`).
+        first_batch: the first minibatch (model keyword arguments), or an empty dict.
+        model_args, model_kwargs: the model's own arguments (without a minibatch).
+    """
+
+    init_state: FitState
+    run_chunk: Callable[[FitState, jax.Array], tuple[FitState, jax.Array]]
+    loss_and_grad: Callable[[dict, jax.Array, dict], tuple[jax.Array, dict, dict]]
+    guide: Callable
+    objective: Objective
+    constraints: dict
+    estimators: dict
+    rules: tuple = ()
+    dataset: Dataset | None = None
+    mesh: Mesh | None = None
+    model: Callable | None = None
+    first_batch: dict = {}
+    model_args: tuple = ()
+    model_kwargs: dict = {}
+
+    def batch_kwargs(self, step: int | None = None) -> dict:
+        """The model's keyword arguments at ``step``: with streamed data, its own plus the
+        minibatch of that step (the first one when ``step`` is None)."""
+        if self.dataset is None:
+            return dict(self.model_kwargs)
+        batch = self.first_batch if step is None else {
+            k: jnp.asarray(v) for k, v in self.dataset.batch(int(step)).items()}
+        return {**self.model_kwargs, **batch}
+
+    def result(self, state: FitState, losses: np.ndarray, seconds: float = float("nan"),
+               stop_reason: str = "num_steps") -> FitResult:
+        """The :class:`~vi_ext.result.FitResult` at ``state``. Diagnostics of a streamed
+        fit run on its first minibatch (scaled by N / B). An optimizer that averages its
+        iterates (:func:`vi_ext.optim.averaged`, :func:`vi_ext.optim.plateau`) gives the
+        average as ``params``; ``state.params`` keeps the last iterate."""
+        average = averaged_params(state.opt_state)
+        return FitResult(
+            model=self.model,
+            guide=self.guide,
+            params=constrain(state.params if average is None else average, self.constraints),
+            losses=np.array(losses),
+            state=state,
+            objective=self.objective,
+            model_args=self.model_args,
+            model_kwargs=self.batch_kwargs(),
+            estimators=self.estimators,
+            constraints=self.constraints,
+            seconds=seconds,
+            stop_reason=stop_reason,
+        )
+
+
+_AUTONORMAL_ADVICE = (
+    "the default guide (AutoNormal) cannot represent it. Either marginalize it out of the "
+    "model (or mark it infer={{'enumerate': 'parallel'}}), or pass a guide that samples it "
+    "and choose a gradient strategy for it, e.g. guide=my_guide, "
+    "estimators={{'{name}': vx.estimators.enum()}} (or reinforce()).")
+
+
+def default_guide(model: Callable, args: tuple, kwargs: dict, key: jax.Array) -> Callable:
+    """``AutoNormal`` at the prior medians, with the sites that the model's density sums out
+    (marked for enumeration) hidden from it; any other discrete latent is refused by name."""
+    enumerated = refuse_discrete(prior_trace(model, args, kwargs, key),
+                                 lambda site: _AUTONORMAL_ADVICE.format(name=site["name"]),
+                                 allow_enumerated=True)
+    seen = handlers.block(model, hide=enumerated) if enumerated else model
+    return AutoNormal(seen, init_loc_fn=init_to_median(num_samples=15))
+
+
+def build(model: Callable, *model_args: Any, config: FitConfig | None = None,
+          **kwargs: Any) -> Fitter:
+    """Resolve fit's inputs, initialize parameters, and build the compiled step function.
+
+    Arguments are those of :func:`vi_ext.fit` (options by name or as ``config=``);
+    ``num_steps`` only sets the default optimizer's schedule
+    (:func:`vi_ext.optim.default_optimizer`); the loop's options (progress, callbacks,
+    checkpoints, ...) are not used here. Nothing is compiled until ``run_chunk`` is first
+    called.
+
+    Example:
+        >>> fitter = build(model, y=y, key=0)
+        >>> state, losses = fitter.run_chunk(fitter.init_state, jnp.ones(100, bool))
+    """
+    config, model_kwargs = FitConfig.split({"config": config, **kwargs})
+    return build_from(model, model_args, model_kwargs, config.check())
+
+
+build.__signature__ = signature_with_options(build)
+
+
+def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
+               config: FitConfig) -> Fitter:
+    """:func:`build` from a checked :class:`FitConfig`."""
+    objective = _objectives.get(config.objective)
+    estimators = check_estimators(config.estimators)
+    guide = config.guide
+    k_init, k_fit = jax.random.split(as_key(config.key))
+
+    dataset = None
+    first_batch: dict = {}
+    if config.data is not None:
+        dataset = as_dataset(config.data, config.batch_size, config.shuffle, as_key(config.key))
+        clash = sorted(set(dataset.arrays) & set(model_kwargs))
+        if clash:
+            raise ArgumentError("data", f"{clash} given both in data= and as model keyword "
+                                "arguments; pass each once.")
+        model = StreamPlates(model, dataset.num_rows, dataset.batch_size)
+        if guide is not None:
+            guide = StreamPlates(guide, dataset.num_rows, dataset.batch_size)
+        first_batch = {k: jnp.asarray(v) for k, v in dataset.batch(0).items()}
+    mesh = resolve_mesh(config.devices, config.mesh, streaming=dataset is not None)
+    if mesh is not None and dataset is not None:
+        check_batch_size(mesh, dataset.batch_size)
+    init_kwargs = {**model_kwargs, **first_batch}
+
+    if guide is None:
+        guide = default_guide(model, model_args, init_kwargs, k_init)
+    if dataset is not None:
+        check_scaled(prior_trace(model, model_args, init_kwargs, k_init), dataset)
+    optimizer = config.optimizer if config.optimizer is not None \
+        else default_optimizer(int(config.num_steps))
+
+    values, cons = param_sites(model, guide, model_args, init_kwargs, k_init, estimators)
+    if config.init_params:
+        unknown = set(config.init_params) - set(values)
+        if unknown:
+            raise ArgumentError(
+                "init_params", f"no param site named {sorted(unknown)}; params: {sorted(values)}."
+            )
+        values.update({k: jnp.asarray(v) for k, v in config.init_params.items()})
+    if not values:
+        raise ArgumentError(
+            "guide", "the guide and model have no numpyro.param sites: there is nothing to fit."
+        )
+    u0 = unconstrain(values, cons)
+
+    def surrogate_for(batch):
+        kwargs = model_kwargs if batch is None else {**model_kwargs, **batch}
+        return surrogate_fn(objective, model, guide, model_args, kwargs, estimators)
+
+    surrogate = surrogate_for(first_batch or None)
+
+    def negative_surrogate(u, k, sstate, batch):
+        with particles_on(mesh):
+            sur, aux = surrogate_for(batch)(constrain(u, cons), k, sstate)
+        return -sur, aux
+
+    def loss_and_grad(u, k, sstate, batch=None):
+        (_, aux), grads = jax.value_and_grad(negative_surrogate, has_aux=True)(u, k, sstate,
+                                                                              batch)
+        return -aux.value, grads, aux.state
+
+    rules = stopping_rules(config.stopping)
+    step = make_step(loss_and_grad, optimizer, rules)
+
+    def scan_chunk(state: FitState, active: jax.Array, batches: dict | None = None):
+        return jax.lax.scan(step, state, active if batches is None else (active, batches))
+
+    if mesh is None:
+        run_chunk = jax.jit(scan_chunk)
+    else:
+        rep = replicated(mesh)
+        shardings = (rep, rep) if dataset is None else (rep, rep, batch_sharding(mesh))
+        run_chunk = jax.jit(scan_chunk, in_shardings=shardings, out_shardings=(rep, rep))
+
+    state = init_state(u0, optimizer, k_fit, rules=rules,
+                       strategy_state=initial_state(surrogate, values, k_fit))
+    if mesh is not None:
+        state = jax.device_put(state, replicated(mesh))
+    return Fitter(state, run_chunk, loss_and_grad, guide, objective, cons, estimators, rules,
+                  dataset, mesh, model, first_batch, tuple(model_args), dict(model_kwargs))

@@ -1,0 +1,303 @@
+"""fit(): the loop around the compiled chunk.
+
+The loop owns what happens between chunks, on the host: how long each chunk is (about 1%
+of the steps, cut so that callbacks and checkpoints fall exactly every k steps), resuming
+from a checkpoint, the progress bar, the checkpoint cadence, callbacks, the warning or
+error about rejected steps, and the result. Each chunk is one call of the
+:class:`~vi_ext.fit.fitter.Fitter`'s ``run_chunk``: steps run in a ``lax.scan`` inside one
+jit-compiled function, so the host only wakes between chunks.
+
+A step whose loss or gradient is non-finite is rejected by the step itself
+(:mod:`vi_ext.fit.step`). After ``max_rejections`` consecutive rejections the loop stops
+with a :class:`~vi_ext.errors.NonFiniteError` that names the step, the sites whose log
+density was non-finite there (:mod:`vi_ext.fit.diagnosis`), and carries the last good
+parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from vi_ext.checkpoint import CheckpointError
+from vi_ext.checkpoint import load as load_checkpoint
+from vi_ext.checkpoint import save as save_checkpoint
+from vi_ext.data import Prefetcher
+from vi_ext.errors import ArgumentError, CallbackError
+from vi_ext.fit.config import FitConfig, FitsItself, refuse_options, signature_with_options
+from vi_ext.fit.diagnosis import raise_nonfinite
+from vi_ext.fit.fitter import Fitter, build_from
+from vi_ext.fit.step import FitState
+from vi_ext.result import FitResult
+from vi_ext.sharding import put_batches
+
+
+def fit(model: Callable, *model_args: Any, config: FitConfig | None = None,
+        **kwargs: Any) -> FitResult:
+    """Fit a guide to a NumPyro model by maximizing a variational objective.
+
+    Each step estimates grad L(theta) with the objective's transformation (unbiased for any
+    mix of per-site strategies) and takes an optax step on the unconstrained parameters.
+
+    Args:
+        model: a NumPyro model.
+        *model_args: positional arguments of the model (and guide).
+        config: a :class:`~vi_ext.fit.config.FitConfig` holding any of the options below;
+            options passed by name override it.
+        **kwargs: the options below by name (each a field of ``FitConfig``); every other
+            keyword argument goes to the model (and guide), e.g. observations.
+
+    Keyword Args:
+        guide (Callable | None): a NumPyro guide; ``None`` builds ``AutoNormal(model)`` with its
+            locations initialized at the prior medians (``init_to_median``) and scales at 0.1;
+            ``vx.boosting.BoostedMixture(...)`` grows a mixture by boosting instead (it takes
+            ``num_steps``, ``key``, ``progress`` and ``objective`` from fit and refuses the other
+            options by name).
+        objective (Objective | str): an objective from :mod:`vi_ext.objectives`, a user-written one,
+            or a registered name (``"elbo"``). Default: the ELBO with one particle.
+        optimizer (GradientTransformation | None): an optax ``GradientTransformation``. Default:
+            Adam at 1e-2 for the first half of ``num_steps``, then cosine-annealed to 1e-3
+            (:func:`vi_ext.optim.default_optimizer`). Learning-rate schedules come from optax.
+        num_steps (int): total number of optimizer steps (> 0), resumed ones included.
+        key (int | jax.Array): an int seed or a JAX key. The same key gives the same fit, bit for
+            bit.
+        progress (bool): show a tqdm progress bar with the running loss.
+        estimators (dict | None): site name -> gradient strategy (see :mod:`vi_ext.estimators`).
+        max_rejections (int): stop after this many consecutive non-finite steps.
+        chunk_size (int | None): steps per compiled ``lax.scan`` chunk (default: about 1% of
+            num_steps, at most 1000).
+        init_params (dict | None): constrained initial values for some or all params.
+        stopping (rule | list | None): a stopping rule or a list of them (:mod:`vi_ext.stopping`),
+            checked at every step inside the compiled loop; the fit stops when one fires.
+        callbacks (list): functions ``cb(step, state, loss)`` called every ``callback_every`` steps
+            with the number of steps taken, the :class:`FitState` and the mean loss since the
+            previous call. A callback that returns ``True`` stops the fit.
+        callback_every (int | None): steps between callback calls (default: the chunk size).
+        checkpoint (str | PathLike | None): a file to save the fit's state to, atomically, every
+            ``checkpoint_every`` steps and at the end (:mod:`vi_ext.checkpoint`).
+        checkpoint_every (int | None): steps between checkpoints (default: every 10% of the steps).
+        resume (str | PathLike | None): a checkpoint file to continue from; the same arguments as
+            the fit that wrote it (``num_steps`` included) give the same result, bit for bit, as a
+            fit never interrupted. A larger ``num_steps`` extends the fit; with the default
+            optimizer it re-plans the annealing over the new total (with a warning).
+        data (dict | None): arrays to stream in minibatches (:mod:`vi_ext.data`): model keyword name
+            -> array or path to a ``.npy`` file (memory-mapped), one row per data point. Each step
+            calls the model with ``batch_size`` rows of each; the model scales their likelihood by N
+            / B with ``numpyro.plate(name, num_data, subsample_size=B)``.
+        batch_size (int | None): rows per step, with ``data``.
+        shuffle (bool): reshuffle the rows every epoch (from ``key``); False streams them in order.
+        devices (int | list | None): a number of devices, or a list of them, to shard the step over
+            (:mod:`vi_ext.sharding`): minibatch rows when ``data`` is given, particles otherwise.
+            Parameters are replicated.
+        mesh (Mesh | None): a ``jax.sharding.Mesh`` with an axis ``"data"`` and/or ``"particles"``,
+            instead of ``devices``.
+
+    Returns:
+        a :class:`~vi_ext.result.FitResult`; ``stop_reason`` says why the fit ended.
+
+    Raises:
+        ArgumentError: a bad argument, before anything is compiled.
+        SiteError: a site-level problem (a discrete latent with no strategy, a guide missing a
+            model site, mismatched shapes), naming the site.
+        NonFiniteError: ``max_rejections`` consecutive steps had a non-finite loss or
+            gradient; it carries the last good parameters.
+        CheckpointError: ``resume`` names a missing, corrupted or incompatible checkpoint
+            (the file is left untouched), or ``checkpoint`` cannot be written.
+        CallbackError: a callback raised; it carries the result so far.
+
+    Example:
+        >>> import vi_ext as vx
+        >>> from models import eight_schools
+        >>> res = vx.fit(eight_schools.model, num_steps=2000, **eight_schools.data())
+        >>> res.summary()
+    """
+    if not callable(model):
+        raise ArgumentError("model", f"expected a NumPyro model (a callable), got {model!r}.")
+    config, model_kwargs = FitConfig.split({"config": config, **kwargs})
+    if isinstance(config.guide, FitsItself):
+        refuse_options(config, config.guide)
+        return config.guide.fit_model(model, model_args, model_kwargs, config)
+    config = config.check()
+    fitter = build_from(model, model_args, model_kwargs, config)
+    return run(fitter, config)
+
+
+fit.__signature__ = signature_with_options(fit)
+
+
+class Plan:
+    """How the loop cuts ``num_steps`` into chunks: one compiled length, and the steps of
+    each chunk cut so that checkpoints and callbacks fall exactly every k steps."""
+
+    def __init__(self, config: FitConfig):
+        num_steps = int(config.num_steps)
+        chunk = config.chunk_size or max(1, min(1000, math.ceil(num_steps / 100)))
+        self.checkpoint_every = config.checkpoint_every
+        if config.checkpoint is not None and self.checkpoint_every is None:
+            self.checkpoint_every = max(1, math.ceil(num_steps / 10))
+        self.everies = [e for e in (self.checkpoint_every,
+                                    config.callback_every if config.callbacks else None) if e]
+        if config.chunk_size is None:
+            chunk = min([chunk, *self.everies])
+        self.chunk = min(chunk, num_steps)
+        self.callback_every = config.callback_every or self.chunk
+        self.num_steps = num_steps
+
+    def steps(self, start: int) -> int:
+        """Steps of the chunk that starts at ``start``."""
+        n = min(self.chunk, self.num_steps - start)
+        for every in self.everies:
+            n = min(n, every - start % every)
+        return n
+
+
+def _resume(config: FitConfig, state: FitState, losses: np.ndarray) -> tuple[FitState, int]:
+    """The state and step count of ``config.resume``, its losses written into ``losses``."""
+    path = os.fspath(config.resume)
+    ck = load_checkpoint(config.resume, state)
+    done = int(ck.state.step)
+    num_steps = len(losses)
+    if done > num_steps:
+        raise ArgumentError(
+            "num_steps", f"the checkpoint {path!r} is at step {done}, beyond num_steps="
+            f"{num_steps} (num_steps counts every step, resumed ones included).")
+    if len(ck.losses) != done:
+        raise CheckpointError(path, f"holds {len(ck.losses)} losses for {done} steps; it is "
+                              "inconsistent.")
+    losses[:done] = ck.losses
+    planned = ck.meta.get("info", {}).get("num_steps")
+    if config.optimizer is None and planned is not None and planned != num_steps:
+        warnings.warn(
+            f"the checkpoint {path!r} was written by a fit of {planned} steps and is resumed "
+            f"with num_steps={num_steps}: the default optimizer anneals its step over the "
+            "second half of num_steps, so the remaining steps follow a new schedule (neither "
+            f"that fit continued nor an uninterrupted fit of {num_steps} steps). Pass "
+            "optimizer= to fix the schedule yourself.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return ck.state, done
+
+
+def run(fitter: Fitter, config: FitConfig) -> FitResult:
+    """The loop: run ``fitter``'s chunks until ``config.num_steps`` steps are taken, a
+    stopping rule fires, or a callback asks to stop."""
+    plan = Plan(config)
+    num_steps = plan.num_steps
+    state = fitter.init_state
+    losses = np.full(num_steps, np.nan, dtype=np.float64)
+    done = 0
+    if config.resume is not None:
+        state, done = _resume(config, state, losses)
+    objective = fitter.objective
+    info = {"objective": objective.name, "params": sorted(fitter.constraints),
+            "num_steps": num_steps}
+    stop_reason = "converged" if bool(state.converged) else "num_steps"
+
+    prefetch = None
+    if fitter.dataset is not None:
+        prefetch = Prefetcher(fitter.dataset, plan.chunk,
+                              lambda rows: put_batches(fitter.dataset.arrays, rows, fitter.mesh))
+    t0 = time.perf_counter()
+    bar = tqdm(total=num_steps, initial=done, disable=not config.progress,
+               desc=f"fit ({objective.name})", dynamic_ncols=True)
+    last_callback = done
+    try:
+        while done < num_steps and not bool(state.converged):
+            n = plan.steps(done)
+            active = jnp.arange(plan.chunk) < n
+            if prefetch is None:
+                new_state, chunk_losses = fitter.run_chunk(state, active)
+            else:
+                new_state, chunk_losses = fitter.run_chunk(state, active, prefetch.get(done, n))
+                if done + n < num_steps:
+                    # the host gathers the next chunk's rows while the device computes
+                    prefetch.prepare(done + n, plan.steps(done + n))
+            taken = int(new_state.step) - done
+            chunk_losses = np.asarray(chunk_losses)[:taken]
+            losses[done : done + taken] = chunk_losses
+            if int(new_state.consecutive_rejected) >= config.max_rejections:
+                raise_nonfinite(fitter, new_state, losses[: done + taken],
+                                config.max_rejections)
+            state = new_state
+            done += taken
+            converged = bool(state.converged)
+            finite = chunk_losses[np.isfinite(chunk_losses)]
+            if config.progress and finite.size:
+                bar.set_postfix(loss=f"{float(np.mean(finite)):.4g}", refresh=False)
+            bar.update(taken)
+            if converged:
+                names = [r.name for r, m in zip(fitter.rules, state.monitor, strict=True)
+                         if bool(r.converged(m))]
+                stop_reason = f"converged ({', '.join(names)}) at step {done}"
+            end = done >= num_steps or converged
+            if config.checkpoint is not None and (done % plan.checkpoint_every == 0 or end):
+                save_checkpoint(config.checkpoint, state, losses[:done], info)
+            if config.callbacks and (done % plan.callback_every == 0 or end):
+                window = losses[last_callback:done]
+                window = window[np.isfinite(window)]
+                mean_loss = float(np.mean(window)) if window.size else float("nan")
+                last_callback = done
+
+                def partial(d=done, st=state):
+                    return fitter.result(st, losses[:d], float("nan"),
+                                         f"callback error at step {d}")
+
+                stop = _run_callbacks(config.callbacks, done, state, mean_loss, partial)
+                if stop is not None:
+                    stop_reason = f"stopped by callback {stop} at step {done}"
+                    break
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+
+    num_rejected = int(state.num_rejected)
+    if num_rejected:
+        warnings.warn(
+            f"fit rejected {num_rejected} of {done} steps whose loss or gradient was "
+            f"non-finite (first at step {int(state.first_rejected_step)}); parameters were left "
+            "unchanged at those steps. A smaller learning rate or a non-centered "
+            "parameterization usually helps.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if fitter.rules and stop_reason == "num_steps":
+        names = ", ".join(getattr(r, "name", type(r).__name__) for r in fitter.rules)
+        warnings.warn(
+            f"fit reached num_steps={num_steps} before its stopping rule ({names}) said it "
+            "converged: the parameters may still be moving (res.converged is False). Raise "
+            "num_steps (resume= continues this fit) or look at res.losses.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return fitter.result(state, losses[:done], seconds, stop_reason)
+
+
+def _callback_name(cb) -> str:
+    return getattr(cb, "__qualname__", None) or getattr(cb, "__name__", None) or repr(cb)
+
+
+def _run_callbacks(callbacks, step, state, loss, partial_result) -> str | None:
+    """Call every callback; the name of the first that asked to stop, or None."""
+    for cb in callbacks:
+        try:
+            out = cb(step, state, loss)
+        except Exception as e:
+            name = _callback_name(cb)
+            raise CallbackError(
+                f"callback {name} raised {type(e).__name__} at step {step}: {e}. The fit "
+                "stopped there; error.result holds the parameters and losses so far (and the "
+                "checkpoint, if any, is at that step: fix the callback and resume=).",
+                callback=name, step=step, result=partial_result(),
+            ) from e
+        if out is True:
+            return _callback_name(cb)
+    return None
