@@ -50,6 +50,7 @@ import numpy as np
 import pytest
 from composition_cases import (
     BERN,
+    BERN_CHAIN,
     BERN_PLATE,
     GAUSS,
     GAUSS_CHAIN,
@@ -62,6 +63,7 @@ from composition_cases import (
     MargLogW,
     Reduce,
     Unary,
+    Value,
     cases,
     compile_program,
     exact_value_and_grad,
@@ -246,6 +248,11 @@ KNOWN = {
                                   True),
     # sticking the landing holds for the ELBO only, whatever the program is called
     "my-iwhvi-stl": Case(HIER, IWHVI, "my_iwhvi", (("u", "stl"), ("z", "stl"))),
+    # found by the survey: z2's distribution is chosen from z1 by jnp.where, so a program
+    # that uses z2's value depends on z1 (the dataflow through a selection's predicate)
+    "value-of-a-dependent-draw-reinforce": Case(
+        BERN_CHAIN, Block(0, Reduce(2, Block(1, Value(0, "z2")), 0.0, 1.0)), "elbo",
+        (("z1", "reinforce"), ("z2", "reinforce")), True),
 }
 
 

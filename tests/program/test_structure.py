@@ -105,3 +105,16 @@ def test_a_logmeanexp_of_centred_particles_is_not_aligned():
 
     st = _program_structure(centred)
     assert st.aligned(("lmein", ("m0",))) is None
+
+
+def test_a_selection_depends_on_its_predicate():
+    """jnp.where(z > 0.5, a, b) with tag-free a, b depends on z (a guide site whose
+    distribution is chosen by an upstream draw)."""
+
+    def f(z, a):
+        z = tag(z, ("v", ("s0", "z1")))
+        lp = tag(jnp.where(z > 0.5, a, 2.0 * a), ("lq", ("s0", "z2")))
+        return lp
+
+    st = _structure(f, jnp.zeros(()), jnp.ones(()))
+    assert ("v", ("s0", "z1")) in st.deps(("lq", ("s0", "z2")))

@@ -309,9 +309,13 @@ class _Walk:
         if name == "integer_pow" and eqn.params.get("y") == 1:
             return ins[0]
         if name == "select_n":
+            # affine in the cases, with coefficients that depend on the predicate; the
+            # predicate itself enters non-linearly
             pred, cases = ins[0], ins[1:]
-            return _unknown_values(_scaled(_merge(*cases), pred, None)) if pred.deps else \
-                _unknown_values(_merge(*cases))
+            chosen = _unknown_values(_merge(*cases))
+            if not pred.deps:
+                return chosen
+            return _merge(_scaled(chosen, pred, None), Form({}, pred.deps))
         return _nonlinear(*ins)
 
     def align_rule(self, name: str, eqn, ins: list[Form], ins_al: list):
