@@ -31,6 +31,7 @@ first failure to a minimal program::
     VX_PROPERTY_EXAMPLES=3000 JAX_PLATFORMS=cpu nice -n 10 .venv/bin/python -m pytest \\
         tests/program/test_composition_property.py -q -x -k generated
 
+``VX_PROPERTY_SEED=n`` draws another stream of cases (to split a large run over processes);
 ``VX_PROPERTY_SHRINK=1`` turns shrinking on at any size; ``VX_PROPERTY_FLOAT32=1`` computes
 the estimates in float32, JAX's default, instead. ``VX_PROPERTY_SURVEY=out.jsonl``
 turns the generated test into a survey: it asserts nothing and writes one line per case
@@ -59,6 +60,7 @@ from composition_cases import (
     Block,
     Case,
     LogMeanExp2,
+    LogP,
     LogW,
     MargLogW,
     Reduce,
@@ -72,6 +74,7 @@ from composition_cases import (
     show,
 )
 from hypothesis import HealthCheck, Phase, given, reject, settings
+from hypothesis import seed as hypothesis_seed
 
 import vi_ext as vx
 from vi_ext.program import expectation, value_and_grad_fn
@@ -97,6 +100,8 @@ REFERENCE_SHARE = 0.1
 EXAMPLES = int(os.environ.get("VX_PROPERTY_EXAMPLES", "20"))
 SHRINK = EXAMPLES > 100 or os.environ.get("VX_PROPERTY_SHRINK") == "1"
 SURVEY = os.environ.get("VX_PROPERTY_SURVEY")
+#: another stream of generated cases (for runs split over processes); unset: the fixed one
+SEED = os.environ.get("VX_PROPERTY_SEED")
 
 
 def estimates(case: Case, n: int = N):
@@ -176,9 +181,10 @@ def assert_valid(case: Case, out: dict | None = None) -> None:
     assert not out["bad"], f"{case}\nbiased beyond {N_SE} SE in {out['bad']}:\n{table}"
 
 
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=SEED is None, database=None,
           phases=[Phase.explicit, Phase.generate] + ([Phase.shrink] if SHRINK else []),
           suppress_health_check=list(HealthCheck))
+@hypothesis_seed(int(SEED or 0))
 @given(case=cases())
 def test_generated_programs_are_unbiased_or_refused_by_name(case):
     """Every generated program, with every strategy mix, is refused naming the site and the
@@ -253,6 +259,13 @@ KNOWN = {
     "value-of-a-dependent-draw-reinforce": Case(
         BERN_CHAIN, Block(0, Reduce(2, Block(1, Value(0, "z2")), 0.0, 1.0)), "elbo",
         (("z1", "reinforce"), ("z2", "reinforce")), True),
+    # found by the survey: a score-function draw upstream of a draw that a continuation
+    # strategy pins; the re-runs are weighted by q(pinned | upstream), so the upstream draw's
+    # signal is each re-run's whole value
+    "reinforce-upstream-of-mvd": Case(HIER, Block(1, LogP(0)), "elbo",
+                                      (("u", "reinforce"), ("z", "mvd")), True),
+    "reinforce-upstream-of-enum": Case(BERN_CHAIN, Block(1, LogP(0)), "elbo",
+                                       (("z1", "reinforce"), ("z2", "enum")), True),
 }
 
 

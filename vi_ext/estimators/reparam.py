@@ -126,8 +126,9 @@ class DoublyReparameterized(NamedTuple):
                         "static coefficient (x_k = log p(x, z_k) - log q(z_k), or a constant "
                         "times it). Use reparam().")
         for a in view.downstream_draws():
-            d = view.draw_info(a).draw
-            if d.signal or d.continuation or d.integrate:
+            info = view.draw_info(a)
+            d = info.draw
+            if info.pinned or d.signal or d.continuation or d.integrate:
                 view.refuse(f"the draw '{a[-1]}' downstream of it is not pathwise "
                             f"({view.draw_info(a).strategy.name}()); DReG's identity needs "
                             "every draw that depends on it to be differentiable in it. Use "

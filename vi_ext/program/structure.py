@@ -324,6 +324,9 @@ class _Walk:
         if not al or any(a != al[0] for a in al):
             return None
         pid, axis = al[0]
+        for v, a in zip(eqn.invars, ins_al, strict=True):
+            if a is not None and a[1] >= len(getattr(v.aval, "shape", ())):
+                return None  # (a stale axis: be conservative)
         out_aval = eqn.outvars[0].aval
         # operands that are not aligned must not depend on the particles at all
         for f, a in zip(ins, ins_al, strict=True):
@@ -345,6 +348,8 @@ class _Walk:
         if name == "broadcast_in_dim":
             bd = tuple(eqn.params["broadcast_dimensions"])
             in_shape = tuple(eqn.invars[0].aval.shape)
+            if ins_al[0] is None or axis >= len(bd):
+                return None
             new = bd[axis]
             if shape[new] != in_shape[axis]:
                 return None

@@ -15,7 +15,9 @@ values of its run, the questions strategies ask to decide validity and to build 
   plate indices that both sit in (plates declare conditional independence, as in NumPyro's
   TraceGraph_ELBO); t's other axes are summed. For the ELBO with local latents in a plate this
   is each position's own ``log p(x_n, z_n) - log q(z_n)``; for a mean over particles, each
-  particle's own log weight.
+  particle's own log weight. In a re-run of the program for a continuation strategy whose
+  pinned draw depends on this one, the whole value is the signal (the re-run is weighted as a
+  whole by the pinned draw's probability, which depends on this draw).
 - ``view.leave_one_out()``: the signal with a leave-one-out baseline (VIMCO, generalized): when
   F depends on the draw through a term a_L L with L = logmeanexp over the draw's particles of
   an input x aligned with them, particle k's baseline is a_L L^{(-k)}, L with x_k replaced by
@@ -222,10 +224,7 @@ class DrawView:
     def value_used(self) -> bool:
         """The program's value, or another draw, depends on this draw's raw value."""
         v = ("v", self.address)
-        if self.structure.value_depends(v):
-            return True
-        return any(v in self.structure.deps(("v", a)) for a in self._ev.info.draws
-                   if a != self.address)
+        return self.structure.value_depends(v) or bool(self.downstream_draws())
 
     def terms_affine(self) -> list[tuple]:
         """The labels of this draw's terms (its log q, the factors averaged over it) in
@@ -236,10 +235,22 @@ class DrawView:
         return [label for label in mine if not self.structure.affine(label)]
 
     def downstream_draws(self) -> list[tuple]:
-        """Addresses of the other draws whose value depends on this draw."""
+        """Addresses of the other draws that depend on this draw: their value or their log
+        density does (a draw pinned by a re-run of the program counts, through its log
+        density, since the re-run's weight q(pinned | parents) depends on its parents)."""
         v = ("v", self.address)
-        return [a for a in self._ev.info.draws if a != self.address
-                and v in self.structure.deps(("v", a))]
+        st = self.structure
+        out = []
+        for a, info in self._ev.info.draws.items():
+            if a == self.address:
+                continue
+            deps = st.deps(("lq", a)) if info.pinned else st.deps(("v", a)) | st.deps(("lq", a))
+            if v in deps:
+                out.append(a)
+        return out
+
+    def _pinned_downstream(self) -> bool:
+        return any(self._ev.info.draws[a].pinned for a in self.downstream_draws())
 
     def draw_info(self, address: tuple):
         """Static facts (site, strategy, draw flags) of another draw of the run."""
@@ -259,6 +270,10 @@ class DrawView:
                                "return Draw(..., signal=True) from sample().")
         keys = self.keys
         pos, pkeys = to_positions(sg(self.log_prob), keys)
+        if self._pinned_downstream():
+            # a re-run's value is weighted, as a whole, by q(pinned | ...) which depends on
+            # this draw: every term of it belongs to the signal
+            return jnp.broadcast_to(sg(ev.value), pos.shape)
         out = jnp.zeros(pos.shape, pos.dtype)
         for label in sorted(ev.structure.terms, key=repr):
             if not self._depends(label):
