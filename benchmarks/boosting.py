@@ -68,9 +68,8 @@ def logistic_split(seed=0, train_fraction=0.8):
 def logistic_heldout(res, test):
     """Held-out log predictive density and AUROC of the posterior mean probability."""
     X, y = test
-    fr = res.as_fit_result()
-    lppd = fr.log_predictive(X, y=y, num_samples=2000, key=11)
-    draws = fr.sample(2000, key=12)
+    lppd = res.log_predictive(X, y=y, num_samples=2000, key=11)
+    draws = res.sample(2000, key=12)
     logits = draws["alpha"][:, None] + draws["beta"] @ X.T
     prob = np.mean(1.0 / (1.0 + np.exp(-logits)), axis=0)
     return {"heldout_log_predictive": lppd, "heldout_auroc": auroc(prob, y)}
@@ -84,10 +83,10 @@ CONFIGS = [("adaptive", "fw", "diag_normal"), ("fixed", "fw", "diag_normal"),
            ("adaptive_paper", "fw", "diag_normal"), ("adaptive_unlazy", "fw", "diag_normal"),
            ("adaptive", "fw", "full_normal"), ("adaptive", "fw", "laplace")]
 
-#: rule labels that are the adaptive rule with other settings
+#: rule labels that are the adaptive rule with other constants (rule objects)
 VARIANTS_OF_ADAPTIVE = {
-    "adaptive_paper": vx.boosting.Settings(anchor=0.0, lazy_steps=1),  # the paper's AdaFW
-    "adaptive_unlazy": vx.boosting.Settings(lazy_steps=1),
+    "adaptive_paper": vx.boosting.Adaptive(anchor=0.0, lazy_steps=1),  # the paper's AdaFW
+    "adaptive_unlazy": vx.boosting.Adaptive(lazy_steps=1),
 }
 
 
@@ -97,14 +96,13 @@ def run(name, model, model_kw, components, repeats, evaluate=None):
         rule = step if variant == "fw" else f"{step}+{variant}"
         if family != "diag_normal":
             rule = f"{rule}[{family}]"
-        settings = VARIANTS_OF_ADAPTIVE.get(step)
-        step = "adaptive" if step in VARIANTS_OF_ADAPTIVE else step
+        step = VARIANTS_OF_ADAPTIVE.get(step, step)
 
-        def once(step=step, variant=variant, family=family, settings=settings):
+        def once(step=step, variant=variant, family=family):
             t = time.perf_counter()
             res = vx.boosting.boost(model, num_components=components, step_size=step,
                                     variant=variant, family=family, progress=False, key=0,
-                                    settings=settings, **model_kw)
+                                    **model_kw)
             return res, time.perf_counter() - t
 
         _, cold = once()  # compiles what this configuration needs (cached for the rest)
@@ -114,13 +112,13 @@ def run(name, model, model_kw, components, repeats, evaluate=None):
         # per-component cumulative seconds, medians over the timed runs
         secs = np.median([np.cumsum([h["seconds"] for h in r[0].history]) for r in runs],
                          axis=0).tolist()
-        target = res.target.log_density
+        target = res.guide.flat.log_density
         elbos, ses = [], []
         for h in res.history:
             # the mixture after this component: rebuild from the recorded weights
             w = np.zeros(components)
             w[: len(h["weights"])] = h["weights"]
-            mix = res.mixture.replace(log_weights=jnp.log(jnp.asarray(w)))
+            mix = res.guide.mixture.replace(log_weights=jnp.log(jnp.asarray(w)))
             e, se = elbo_of(mix, target, jax.random.PRNGKey(7))
             elbos.append(e)
             ses.append(se)
@@ -129,7 +127,7 @@ def run(name, model, model_kw, components, repeats, evaluate=None):
                      "gamma": [h["gamma"] for h in res.history],
                      "fallbacks": int(sum(bool(h.get("fallback")) for h in res.history)),
                      "steps": [h.get("step", "first") for h in res.history],
-                     "components_in_use": int(res.weights.size)}
+                     "components_in_use": int(res.guide.weights.size)}
         if evaluate is not None:
             extra = evaluate(res)
             out[rule].update(extra)

@@ -148,7 +148,8 @@ def test_a_full_rank_component_fits_a_correlated_target_a_diagonal_one_cannot():
     assert full.value > -0.05 - 4 * full.se and full.value > diag.value + 0.6
 
 
-@pytest.mark.parametrize("family", ["laplace", "student_t"])
+@pytest.mark.parametrize("family", [pytest.param("laplace", marks=pytest.mark.slow),
+                                    "student_t"])
 def test_boosting_with_a_family_without_closed_form_distances(family):
     if family == "student_t":  # a user's family
         family = vx.boosting.Family(

@@ -179,6 +179,15 @@ def test_an_unknown_init_param_is_named_before_any_step_is_built(monkeypatch):
     assert e.value.argument == "init_params" and not built
 
 
+def test_build_refuses_the_loops_options_by_name():
+    from vi_ext.fit import build
+
+    for option, value in (("checkpoint", "fit.npz"), ("callbacks", [print]), ("progress", False),
+                          ("chunk_size", 10)):
+        with pytest.raises(vx.ArgumentError, match=f"argument '{option}'.*loop"):
+            build(gaussian_model, x=1.0, guide=gaussian_guide, **{option: value})
+
+
 def test_options_come_in_one_config_and_by_name():
     cfg = vx.FitConfig(num_steps=30, key=3, progress=False)
     a = vx.fit(gaussian_model, x=1.3, guide=gaussian_guide, config=cfg)

@@ -48,6 +48,7 @@ def test_persistent_nonfinite_stops_with_last_good_params():
     assert err.result.params["m"] == err.last_good_params["m"]
 
 
+@pytest.mark.slow
 def test_centered_time_series_survives_its_nan_region():
     # phi ~ Normal(0, 1) and a stationary scale sigma / sqrt(1 - phi^2): draws with
     # |phi| >= 1 have a NaN density. NumPyro's SVI turns NaN for good at the first one

@@ -74,6 +74,7 @@ def test_the_fit_learns_to_decenter_the_funnel(vip_fit):
     assert float(vip_fit.params["theta_centered"]) < 0.25
 
 
+@pytest.mark.slow
 def test_refine_at_the_learned_parameterization_matches_reference_nuts(vip_fit):
     # the centered model at the learned c has the same posterior of mu, tau and theta
     r = vip_fit.refine(num_samples=500, num_chains=4, num_warmup=200, key=3, progress=False)

@@ -66,6 +66,7 @@ def _component_draws(log_target, mix, key, *, n):
     return ComponentDraws(log_p, log_c)
 
 
+@jax.jit
 def log_sq_distance_away(draws: ComponentDraws, log_weights: jax.Array,
                          v: jax.Array) -> jax.Array:
     """Monte Carlo log ||q - c_v||^2 (the away direction's squared norm) from the
@@ -78,6 +79,7 @@ def log_sq_distance_away(draws: ComponentDraws, log_weights: jax.Array,
     return jnp.logaddexp(at_q, per[v]) - math.log(2.0)
 
 
+@jax.jit
 def log_sq_distance_pair(draws: ComponentDraws, s: jax.Array, v: jax.Array) -> jax.Array:
     """Monte Carlo log ||c_s - c_v||^2 (the pairwise direction's squared norm) from the
     draws of components s and v."""
@@ -94,6 +96,7 @@ def objective(draws: ComponentDraws, log_weights: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(w > 0, w * per, 0.0))
 
 
+@jax.jit
 def away_vertex(draws: ComponentDraws, log_weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(v, g_A): the active component with the largest E_c[log q - log p], and the gap."""
     log_q = logsumexp(draws.log_c + log_weights, axis=-1)
@@ -104,6 +107,7 @@ def away_vertex(draws: ComponentDraws, log_weights: jax.Array) -> tuple[jax.Arra
     return v, per[v] - mean_q
 
 
+@jax.jit
 def away_log_weights(log_weights: jax.Array, v: jax.Array, gamma: jax.Array) -> jax.Array:
     """log of (1 + gamma) w - gamma e_v; the v-th weight is exactly 0 at gamma_max (a drop)."""
     drop = gamma >= gamma_max(log_weights, v) * (1.0 - 1e-5)
@@ -113,11 +117,13 @@ def away_log_weights(log_weights: jax.Array, v: jax.Array, gamma: jax.Array) -> 
     return jnp.log(w / jnp.sum(w))
 
 
+@jax.jit
 def gamma_max(log_weights: jax.Array, v: jax.Array) -> jax.Array:
     wv = jnp.exp(log_weights[v])
     return wv / jnp.maximum(1.0 - wv, 1e-12)
 
 
+@jax.jit
 def pairwise_log_weights(log_weights: jax.Array, s: jax.Array, v: jax.Array,
                          gamma: jax.Array) -> jax.Array:
     """log of w + gamma (e_s - e_v), 0 <= gamma <= w_v: weight moves from the away vertex v
@@ -129,6 +135,7 @@ def pairwise_log_weights(log_weights: jax.Array, s: jax.Array, v: jax.Array,
     return jnp.log(w / jnp.sum(w))
 
 
+@jax.jit
 def pairwise_vertex(draws: ComponentDraws, log_weights: jax.Array,
                     s: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(v, g_P): the away vertex (the active component, other than s, with the largest

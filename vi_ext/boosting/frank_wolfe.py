@@ -208,7 +208,8 @@ def _grow(flat: FlatModel, family: mx.Family, rule: StepRule, variant: str,
             key, k_init, k_fit, k_est, k_away = jax.random.split(key, 5)
             lam = entropy_weight(settings, t)
             if t == 0:
-                init = family.init(flat.init, jnp.full(flat.dim, jnp.log(0.1)))
+                init = family.init(flat.init, jnp.full(flat.dim, jnp.log(0.1),
+                                                       dtype=flat.init.dtype))
                 params, relbo = first(density, mix, False, lam, init, k_fit)
                 mix = mx.add(mix, 0, params, jnp.array(1.0))
                 line, _ = frank_wolfe_line(density, mix, params, k_est, settings)

@@ -20,6 +20,7 @@ as logs, since in many dimensions the distance under- or overflows.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -195,7 +196,9 @@ def empty(capacity: int, dim: int, family: Family = diag_normal) -> Mixture:
     """A mixture with no components yet (capacity slots of dimension dim)."""
     one = family.init(jnp.zeros(dim), jnp.zeros(dim))
     params = jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (capacity, *x.shape)), one)
-    return Mixture(jnp.full((capacity,), -jnp.inf), params, family)
+    # (strong dtypes: a weak-typed leaf turns strong at the first update, and every compiled
+    # function that takes the mixture would compile a second time)
+    return Mixture(jnp.full((capacity,), -jnp.inf, dtype=jnp.result_type(float)), params, family)
 
 
 def component_log_probs(mix: Mixture, z: jax.Array) -> jax.Array:
@@ -236,6 +239,7 @@ def moments(mix: Mixture) -> tuple[jax.Array, jax.Array]:
     return comps.mean, comps.variance
 
 
+@jax.jit
 def add(mix: Mixture, slot: int, params: dict, gamma: jax.Array) -> Mixture:
     """(1 - gamma) q + gamma s, with the component s (params) written into ``slot``."""
     w = jnp.exp(mix.log_weights) * (1.0 - gamma)
@@ -244,6 +248,7 @@ def add(mix: Mixture, slot: int, params: dict, gamma: jax.Array) -> Mixture:
     return Mixture(jnp.log(w), new, mix.family)
 
 
+@functools.partial(jax.jit, static_argnames=("family",))
 def single(params: dict, family: Family = diag_normal) -> Mixture:
     """The one-component mixture of the member ``params``."""
     return Mixture(jnp.zeros((1,)), jax.tree_util.tree_map(lambda x: x[None], params), family)
@@ -266,6 +271,7 @@ def has_closed_form(family: Family) -> bool:
     return family.log_overlap is not None
 
 
+@jax.jit
 def log_sq_distance(p: Mixture, q: Mixture) -> jax.Array:
     """log ||p - q||^2 in L2, from the three inner products, stably in log space (closed
     form; for families without ``log_overlap`` use :func:`log_sq_distance_mc`)."""
@@ -297,6 +303,7 @@ def _log_mean(x: jax.Array, axis: int = -1) -> jax.Array:
     return logsumexp(x, axis=axis) - math.log(x.shape[axis])
 
 
+@jax.jit
 def log_sq_distance_mc(log_a_at_a: jax.Array, log_b_at_a: jax.Array, log_a_at_b: jax.Array,
                        log_b_at_b: jax.Array) -> jax.Array:
     """Monte Carlo log ||a - b||^2 from n draws of a and n draws of b (each argument [n]:

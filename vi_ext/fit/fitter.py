@@ -126,6 +126,11 @@ def default_guide(model: Callable, args: tuple, kwargs: dict, key: jax.Array) ->
     return AutoNormal(seen, init_loc_fn=init_to_median(num_samples=15))
 
 
+#: the options of fit's loop (vi_ext.fit.loop); build() refuses them by name
+LOOP_OPTIONS = frozenset({"progress", "max_rejections", "chunk_size", "callbacks",
+                          "callback_every", "checkpoint", "checkpoint_every", "resume"})
+
+
 def build(model: Callable, *model_args: Any, config: FitConfig | None = None,
           **kwargs: Any) -> Fitter:
     """Resolve fit's inputs, initialize parameters, and build the compiled step function.
@@ -133,14 +138,18 @@ def build(model: Callable, *model_args: Any, config: FitConfig | None = None,
     Arguments are those of :func:`vi_ext.fit` (options by name or as ``config=``);
     ``num_steps`` only sets the default optimizer's schedule
     (:func:`vi_ext.optim.default_optimizer`); the loop's options (progress, callbacks,
-    checkpoints, ...) are not used here. Nothing is compiled until ``run_chunk`` is first
-    called.
+    checkpoints, ...) are refused by name, since build runs no loop. Nothing is compiled
+    until ``run_chunk`` is first called.
 
     Example:
         >>> fitter = build(model, y=y, key=0)
         >>> state, losses = fitter.run_chunk(fitter.init_state, jnp.ones(100, bool))
     """
     config, model_kwargs = FitConfig.split({"config": config, **kwargs})
+    for name in config.set_options():
+        if name in LOOP_OPTIONS:
+            raise ArgumentError(name, "is an option of the loop, which build() does not run: "
+                                "pass it to vx.fit, or run the Fitter's chunks yourself.")
     return build_from(model, model_args, model_kwargs, config.check())
 
 
