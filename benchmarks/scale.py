@@ -115,6 +115,36 @@ class AnonPeak:
         return max(self.peak, _status("RssAnon"))
 
 
+def _numpyro_hand_loop(paths: dict, seed: int, N: int):
+    """What both hand-written NumPyro loops share: the memory-mapped data, NumPyro's SVI
+    (AutoNormal, Adam 1e-2, Trace_ELBO) initialized on the first rows, and ``next_rows()``,
+    the sorted rows of the next step (a fresh ``rng.permutation(N)`` per epoch)."""
+    import jax
+    import numpy as np
+    import optax
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+
+    from models import logistic_regression as lr
+
+    Xm, ym = np.load(paths["X"], mmap_mode="r"), np.load(paths["y"], mmap_mode="r")
+    rng = np.random.default_rng(seed)
+    per_epoch = N // BATCH
+    svi = SVI(lr.model, AutoNormal(lr.model), optax.adam(1e-2), Trace_ELBO())
+    state = svi.init(jax.random.PRNGKey(seed), Xm[:BATCH], ym[:BATCH], N)
+    t, perm = 0, None
+
+    def next_rows():
+        nonlocal t, perm
+        if t % per_epoch == 0:
+            perm = rng.permutation(N)
+        i = t % per_epoch
+        t += 1
+        return np.sort(perm[i * BATCH:(i + 1) * BATCH])
+
+    return Xm, ym, svi, state, next_rows
+
+
 def worker(cfg: dict) -> dict:
     """One run in this process: ``cfg`` has method, paths, N, seconds, devices, seed."""
     anon = AnonPeak()
@@ -181,31 +211,15 @@ def worker(cfg: dict) -> dict:
             out["final_loss"] = float(np.mean(np.asarray(losses)))
         elif cfg["method"] == "numpyro_scan":
             baseline = _peak_mib()
-            Xm, ym = np.load(paths["X"], mmap_mode="r"), np.load(paths["y"], mmap_mode="r")
-            rng = np.random.default_rng(seed)
-            per_epoch = N // BATCH
-            model = lr.model
-            svi = SVI(model, AutoNormal(model), optax.adam(1e-2), Trace_ELBO())
-            state = svi.init(jax.random.PRNGKey(seed), Xm[:BATCH], ym[:BATCH], N)
+            Xm, ym, svi, state, next_rows = _numpyro_hand_loop(paths, seed, N)
 
             @jax.jit
             def run(state, Xs, ys):
                 return jax.lax.scan(lambda s, b: svi.update(s, b[0], b[1], N), state,
                                     (Xs, ys))
 
-            t = 0
-            perm = None
-
             def gather():
-                nonlocal t, perm
-                rows = []
-                for _ in range(CHUNK):
-                    if t % per_epoch == 0:
-                        perm = rng.permutation(N)
-                    rows.append(np.sort(perm[(t % per_epoch) * BATCH:
-                                             (t % per_epoch + 1) * BATCH]))
-                    t += 1
-                rows = np.concatenate(rows)
+                rows = np.concatenate([next_rows() for _ in range(CHUNK)])
                 return (jax.device_put(Xm[rows].reshape(CHUNK, BATCH, -1)),
                         jax.device_put(ym[rows].reshape(CHUNK, BATCH)))
 
@@ -218,21 +232,12 @@ def worker(cfg: dict) -> dict:
             out["final_loss"] = float(np.mean(np.asarray(losses)))
         else:
             baseline = _peak_mib()
-            Xm, ym = np.load(paths["X"], mmap_mode="r"), np.load(paths["y"], mmap_mode="r")
-            rng = np.random.default_rng(seed)
-            per_epoch = N // BATCH
-            model = lr.model
-            svi = SVI(model, AutoNormal(model), optax.adam(1e-2), Trace_ELBO())
-            state = svi.init(jax.random.PRNGKey(seed), Xm[:BATCH], ym[:BATCH], N)
+            Xm, ym, svi, state, next_rows = _numpyro_hand_loop(paths, seed, N)
             update = jax.jit(svi.update, static_argnums=3)
-            t = 0
             while len(times) < 2 or times[-1] - times[1] <= seconds:
                 for _ in range(CHUNK):
-                    if t % per_epoch == 0:
-                        perm = rng.permutation(N)
-                    rows = np.sort(perm[(t % per_epoch) * BATCH:(t % per_epoch + 1) * BATCH])
+                    rows = next_rows()
                     state, loss = update(state, Xm[rows], ym[rows], N)
-                    t += 1
                 loss.block_until_ready()
                 times.append(time.perf_counter())
             out["final_loss"] = float(loss)
