@@ -25,8 +25,10 @@ quadrature over every draw of the program, in float64, differentiated with ``jax
 Where the quadrature is not accurate to a tenth of a standard error the case is discarded.
 
 The default run (CI) checks 20 generated cases plus the known cases below, without
-shrinking. The large setting, for a manual run (about half an hour on two cores), shrinks the
-first failure to a minimal program::
+shrinking. The large setting, for a manual run, shrinks the first failure to a minimal program. It
+takes hours, not minutes: most cases take about a second, but programs with mvd or enum on
+several draws of several ``sim`` calls trace nested continuation re-runs, minutes a case
+(measured 2026-11-30); split it over processes with ``VX_PROPERTY_SEED``::
 
     VX_PROPERTY_EXAMPLES=3000 JAX_PLATFORMS=cpu nice -n 10 .venv/bin/python -m pytest \\
         tests/program/test_composition_property.py -q -x -k generated
