@@ -231,8 +231,8 @@ def main():
         return memory_only(x, y, max_iterations)
     if args.float32_worker:
         rows = {}
+        x32, y32 = x.astype(jnp.float32), y.astype(jnp.float32)
         for eps in epsilons:
-            x32, y32 = x.astype(jnp.float32), y.astype(jnp.float32)
             row, summary = compare(x32, y32, eps, 1e-4, max_iterations, repeats)
             rows[f"float32_epsilon={eps}"] = {**row, **summary}
             report(f"float32, eps {eps}", row, summary, file=sys.stderr)
