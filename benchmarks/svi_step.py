@@ -140,7 +140,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     args = ap.parse_args()
-    steps, repeats = (300, 3) if args.quick else (1000, 9)
+    steps, repeats = (300, 3) if args.quick else (1000, 21)
     problems = {
         "eight_schools_noncentered": (eight_schools.model, eight_schools.data()),
         "logistic_regression": (logistic_regression.model, logistic_regression.data()),

@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
@@ -150,6 +151,15 @@ class Plan:
         self.chunk = min(chunk, num_steps)
         self.callback_every = config.callback_every or self.chunk
         self.num_steps = num_steps
+        self._masks: dict[int, jax.Array] = {}
+
+    def active(self, n: int) -> jax.Array:
+        """The chunk's mask, ``[chunk]`` bools, the first ``n`` True (made once per n: a
+        fresh device array per chunk would cost a dispatch each)."""
+        mask = self._masks.get(n)
+        if mask is None:
+            mask = self._masks[n] = jnp.asarray(np.arange(self.chunk) < n)
+        return mask
 
     def steps(self, start: int) -> int:
         """Steps of the chunk that starts at ``start``."""
@@ -210,10 +220,11 @@ def run(fitter: Fitter, config: FitConfig) -> FitResult:
     bar = tqdm(total=num_steps, initial=done, disable=not config.progress,
                desc=f"fit ({objective.name})", dynamic_ncols=True)
     last_callback = done
+    converged = bool(state.converged)
     try:
-        while done < num_steps and not bool(state.converged):
+        while done < num_steps and not converged:
             n = plan.steps(done)
-            active = jnp.arange(plan.chunk) < n
+            active = plan.active(n)
             if prefetch is None:
                 new_state, chunk_losses = fitter.run_chunk(state, active)
             else:
@@ -221,15 +232,19 @@ def run(fitter: Fitter, config: FitConfig) -> FitResult:
                 if done + n < num_steps:
                     # the host gathers the next chunk's rows while the device computes
                     prefetch.prepare(done + n, plan.steps(done + n))
-            taken = int(new_state.step) - done
+            # one transfer to the host per chunk (each separate one waits on its own)
+            step, rejected, converged, chunk_losses = jax.device_get(
+                (new_state.step, new_state.consecutive_rejected, new_state.converged,
+                 chunk_losses))
+            taken = int(step) - done
             chunk_losses = np.asarray(chunk_losses)[:taken]
             losses[done : done + taken] = chunk_losses
-            if int(new_state.consecutive_rejected) >= config.max_rejections:
+            if int(rejected) >= config.max_rejections:
                 raise_nonfinite(fitter, new_state, losses[: done + taken],
                                 config.max_rejections)
             state = new_state
             done += taken
-            converged = bool(state.converged)
+            converged = bool(converged)
             finite = chunk_losses[np.isfinite(chunk_losses)]
             if config.progress and finite.size:
                 bar.set_postfix(loss=f"{float(np.mean(finite)):.4g}", refresh=False)

@@ -64,13 +64,17 @@ class RunInfo:
         self.visited_sites: set[str] = set()
 
 
+#: keys made by one split at a frame's first :meth:`Frame.next_key` (the last one seeds more)
+KEY_BLOCK = 16
+
+
 class Frame:
     """State shared by the primitives while one objective program runs.
 
     Args:
         params: constrained parameter values, keyed like NumPyro's param store.
         key: a JAX PRNG key; every primitive call draws a fresh key from it with
-            :meth:`next_key` (deterministic: the i-th draw is ``fold_in(key, i)``).
+            :meth:`next_key` (deterministic: the i-th key depends on ``key`` and i alone).
         estimators: per-site strategy overrides, site name -> strategy.
         overrides: draw address -> value, for the re-runs of continuation strategies.
         inputs: tag label -> an array added to the tagged value (run mode), or a path scale
@@ -101,6 +105,7 @@ class Frame:
         self.path = tuple(path)
         self.info = info if info is not None else RunInfo()
         self._counter = 0
+        self._block: jax.Array | None = None
         self._calls: dict[str, int] = {}
         self.records: list[Any] = []
 
@@ -114,10 +119,20 @@ class Frame:
         return self.depth > 0
 
     def next_key(self) -> jax.Array:
-        """A fresh key, the ``i``-th fold of the frame's key for the ``i``-th call."""
-        k = jax.random.fold_in(self.key, self._counter)
+        """A fresh key for the ``i``-th call: row i of ``split(key, KEY_BLOCK)`` for the
+        first ``KEY_BLOCK - 1`` calls, then ``fold_in`` of the block's last row by i.
+
+        One split serves a program's first keys: on CPU every threefry call is a loop of
+        its own in the compiled step, and for small models those loops, one per key, were
+        a large part of the step's time (docs/design.md, "Keys").
+        """
+        i = self._counter
         self._counter += 1
-        return k
+        if self._block is None:
+            self._block = jax.random.split(self.key, KEY_BLOCK)
+        if i < KEY_BLOCK - 1:
+            return self._block[i]
+        return jax.random.fold_in(self._block[KEY_BLOCK - 1], i)
 
     def address(self, kind: str) -> tuple:
         """The address of this frame's next call of a kind (``"s"`` for sim, ``"d"`` for
