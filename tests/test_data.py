@@ -44,6 +44,24 @@ def test_the_prefetcher_hands_over_the_batches_asked_for():
     assert len(calls) == 4
 
 
+def test_rows_computed_ahead_on_a_thread_are_the_rows_asked_for(monkeypatch):
+    from vi_ext import data
+
+    monkeypatch.setattr(data, "STORED_ORDER_MAX_ROWS", 10)   # computed orders: rows ahead
+    ds = as_dataset({"a": np.arange(40.0)}, 4, True, jax.random.PRNGKey(0))
+    p = Prefetcher(ds, 3, lambda rows: {"a": ds.arrays["a"][rows]})
+    try:
+        p.prepare(0, 3, then=(3, 3))
+        np.testing.assert_array_equal(p.get(0, 3)["a"], ds.arrays["a"][ds.chunk_rows(0, 3, 3)])
+        p.prepare(3, 3, then=(6, 2))         # uses the rows computed ahead
+        assert p._rows[:2] == (6, 2)
+        np.testing.assert_array_equal(p.get(3, 3)["a"], ds.arrays["a"][ds.chunk_rows(3, 3, 3)])
+        p.prepare(7, 3)                      # not the chunk computed ahead: computed now
+        np.testing.assert_array_equal(p.get(7, 3)["a"], ds.arrays["a"][ds.chunk_rows(7, 3, 3)])
+    finally:
+        p.close()
+
+
 def test_stored_and_computed_orders_visit_every_row_once(monkeypatch):
     from vi_ext import data
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import jax
@@ -288,7 +289,10 @@ class Prefetcher:
     :meth:`prepare` for the following chunk, which gathers its rows on the host during the
     device's computation. Gathering on the main thread, after dispatch, measured faster on
     2 cores than a background thread: the thread competed with the device's own threads for
-    the cores and with the main thread for the GIL (docs/design.md).
+    the cores and with the main thread for the GIL (docs/design.md). Only the rows of a
+    computed epoch order (N above :data:`STORED_ORDER_MAX_ROWS`: milliseconds of integer
+    arithmetic a chunk) are computed one chunk ahead, on a thread, beside the gather's
+    reads.
 
     Args:
         dataset: the :class:`Dataset`.
@@ -300,13 +304,31 @@ class Prefetcher:
     def __init__(self, dataset: Dataset, length: int, put: Callable[[np.ndarray], Any]):
         self.dataset, self.length, self.put = dataset, length, put
         self._ready: tuple | None = None
+        self._rows: tuple | None = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _chunk_rows(self, start: int, count: int) -> np.ndarray:
+        ahead, self._rows = self._rows, None
+        if ahead is not None and ahead[:2] == (start, count):
+            return ahead[2].result()
+        return self.dataset.chunk_rows(start, count, self.length)
 
     def _load(self, start: int, count: int) -> Any:
-        return self.put(self.dataset.chunk_rows(start, count, self.length))
+        return self.put(self._chunk_rows(start, count))
 
-    def prepare(self, start: int, count: int) -> None:
-        """Gather steps start..start+count-1 now, for a later :meth:`get`."""
-        self._ready = (start, count, self._load(start, count))
+    def prepare(self, start: int, count: int, then: tuple[int, int] | None = None) -> None:
+        """Gather steps start..start+count-1 now, for a later :meth:`get`; with ``then``
+        (start, count) of the chunk after it, compute that chunk's rows on a thread
+        meanwhile (a computed epoch order costs milliseconds of arithmetic a chunk, which
+        runs beside the gather's reads)."""
+        rows = self._chunk_rows(start, count)
+        if then is not None and self.dataset.num_rows > STORED_ORDER_MAX_ROWS \
+                and self.dataset.shuffle:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="vi_ext-rows")
+            self._rows = (*then, self._pool.submit(self.dataset.chunk_rows, *then,
+                                                   self.length))
+        self._ready = (start, count, self.put(rows))
 
     def get(self, start: int, count: int) -> Any:
         """The batches of steps start..start+count-1 (prepared ones if they match)."""
@@ -314,3 +336,10 @@ class Prefetcher:
         if ready is not None and ready[:2] == (start, count):
             return ready[2]
         return self._load(start, count)
+
+    def close(self) -> None:
+        """Stop the rows thread, if any."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._rows = None

@@ -231,7 +231,10 @@ def run(fitter: Fitter, config: FitConfig) -> FitResult:
                 new_state, chunk_losses = fitter.run_chunk(state, active, prefetch.get(done, n))
                 if done + n < num_steps:
                     # the host gathers the next chunk's rows while the device computes
-                    prefetch.prepare(done + n, plan.steps(done + n))
+                    nxt = plan.steps(done + n)
+                    then = (done + n + nxt, plan.steps(done + n + nxt)) \
+                        if done + n + nxt < num_steps else None
+                    prefetch.prepare(done + n, nxt, then)
             # one transfer to the host per chunk (each separate one waits on its own)
             step, rejected, converged, chunk_losses = jax.device_get(
                 (new_state.step, new_state.consecutive_rejected, new_state.converged,
@@ -272,6 +275,8 @@ def run(fitter: Fitter, config: FitConfig) -> FitResult:
                     break
     finally:
         bar.close()
+        if prefetch is not None:
+            prefetch.close()
     seconds = time.perf_counter() - t0
 
     num_rejected = int(state.num_rejected)
