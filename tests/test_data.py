@@ -5,6 +5,8 @@
 import jax
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import vi_ext as vx
 from vi_ext.data import Prefetcher, as_dataset, open_npy, permute, round_keys
@@ -60,6 +62,26 @@ def test_rows_computed_ahead_on_a_thread_are_the_rows_asked_for(monkeypatch):
         np.testing.assert_array_equal(p.get(7, 3)["a"], ds.arrays["a"][ds.chunk_rows(7, 3, 3)])
     finally:
         p.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 300), b=st.integers(1, 300), start=st.integers(0, 40),
+       count=st.integers(1, 25), pad=st.integers(0, 3), shuffle=st.booleans(),
+       computed=st.booleans())
+def test_a_chunk_holds_the_rows_of_its_steps(n, b, start, count, pad, shuffle, computed):
+    # a chunk spans epochs at any place; its rows are those of its steps one by one
+    from vi_ext import data
+
+    b = min(b, n)
+    limit = data.STORED_ORDER_MAX_ROWS
+    data.STORED_ORDER_MAX_ROWS = 0 if computed else limit
+    try:
+        ds = as_dataset({"a": np.arange(n)}, b, shuffle, jax.random.PRNGKey(n + b))
+        chunk = ds.chunk_rows(start, count, count + pad)
+        steps = [ds.chunk_rows(start + i, 1, 1)[0] for i in range(count)]
+    finally:
+        data.STORED_ORDER_MAX_ROWS = limit
+    np.testing.assert_array_equal(chunk, np.stack(steps + [steps[-1]] * pad))
 
 
 def test_stored_and_computed_orders_visit_every_row_once(monkeypatch):

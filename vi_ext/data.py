@@ -103,14 +103,20 @@ class Dataset(NamedTuple):
         Slots count .. length-1 (padding for a chunk's static length) repeat the last step.
         The whole chunk is permuted in one vectorized call per epoch it spans.
         """
+        B = self.batch_size
         epochs, place = np.divmod(np.arange(start, start + count), self.steps_per_epoch)
-        rows = place[:, None] * self.batch_size + np.arange(self.batch_size)
         if self.shuffle:
-            for e in np.unique(epochs):
-                at = epochs == e
-                rows[at] = epoch_order(self.seed, int(e), self.num_rows,
-                                       rows[at].ravel()).reshape(-1, self.batch_size)
+            # the steps of one epoch are consecutive, and so are their positions in its
+            # order: one slice of a stored order (or one computed range) per epoch
+            rows = np.empty((count, B), np.int64)
+            first = np.flatnonzero(np.diff(epochs, prepend=-1))
+            for i, j in zip(first, [*first[1:], count], strict=True):
+                lo, hi = int(place[i]) * B, (int(place[j - 1]) + 1) * B
+                rows[i:j] = epoch_order(self.seed, int(epochs[i]), self.num_rows,
+                                        slice(lo, hi)).reshape(j - i, B)
             rows.sort(axis=1)
+        else:
+            rows = place[:, None] * B + np.arange(B)
         if length > count:
             rows = np.concatenate([rows, np.repeat(rows[-1:], length - count, axis=0)])
         return rows
@@ -122,14 +128,17 @@ STORED_ORDER_MAX_ROWS = 2**20
 _STORED: dict = {}
 
 
-def epoch_order(seed: tuple, epoch: int, n: int, positions: np.ndarray) -> np.ndarray:
-    """Rows at ``positions`` of epoch ``epoch``'s order of [0, n).
+def epoch_order(seed: tuple, epoch: int, n: int, positions: np.ndarray | slice
+                ) -> np.ndarray:
+    """Rows at ``positions`` (indices or a slice) of epoch ``epoch``'s order of [0, n).
 
     Up to :data:`STORED_ORDER_MAX_ROWS` rows the order is a stored permutation drawn by PCG64
     from (seed, epoch), the last one kept (a gather per batch); beyond, it is computed by
     :func:`permute` in O(B), so memory stays flat in n. Either is a function of
     (seed, epoch, n) alone: a resumed fit sees the same orders.
     """
+    if isinstance(positions, slice) and n > STORED_ORDER_MAX_ROWS:
+        positions = np.arange(*positions.indices(n))
     if n > STORED_ORDER_MAX_ROWS:
         return permute(positions, n, round_keys(seed, epoch))
     key = (seed, int(epoch), int(n))
