@@ -88,6 +88,11 @@ class Dataset(NamedTuple):
         """N // B: full batches per epoch."""
         return self.num_rows // self.batch_size
 
+    @property
+    def computed_order(self) -> bool:
+        """Whether epoch orders are computed per batch (:func:`permute`), not stored."""
+        return self.shuffle and self.num_rows > STORED_ORDER_MAX_ROWS
+
     def rows(self, step: int) -> np.ndarray:
         """The row indices of step ``step`` (sorted: a sum over rows ignores their order)."""
         return self.chunk_rows(step, 1, 1)[0]
@@ -137,9 +142,9 @@ def epoch_order(seed: tuple, epoch: int, n: int, positions: np.ndarray | slice
     :func:`permute` in O(B), so memory stays flat in n. Either is a function of
     (seed, epoch, n) alone: a resumed fit sees the same orders.
     """
-    if isinstance(positions, slice) and n > STORED_ORDER_MAX_ROWS:
-        positions = np.arange(*positions.indices(n))
     if n > STORED_ORDER_MAX_ROWS:
+        if isinstance(positions, slice):
+            positions = np.arange(*positions.indices(n))
         return permute(positions, n, round_keys(seed, epoch))
     key = (seed, int(epoch), int(n))
     order = _STORED.get(key)
@@ -331,8 +336,7 @@ class Prefetcher:
         meanwhile (a computed epoch order costs milliseconds of arithmetic a chunk, which
         runs beside the gather's reads)."""
         rows = self._chunk_rows(start, count)
-        if then is not None and self.dataset.num_rows > STORED_ORDER_MAX_ROWS \
-                and self.dataset.shuffle:
+        if then is not None and self.dataset.computed_order:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="vi_ext-rows")
             self._rows = (*then, self._pool.submit(self.dataset.chunk_rows, *then,

@@ -59,13 +59,14 @@ import numpy as np
 import numpyro
 import optax
 from jax.flatten_util import ravel_pytree
-from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer.initialization import init_to_value
 from numpyro.infer.util import constrain_fn, potential_energy
 
 from vi_ext.errors import ArgumentError
 from vi_ext.keys import as_key
+from vi_ext.program.sites import sample_sites
+from vi_ext.traces import prior_trace
 
 CANDIDATES = ("median", "uniform", "saa_median", "saa_uniform", "pathfinder", "mode")
 DEFAULT_CANDIDATES = ("median", "uniform", "saa_median", "saa_uniform")
@@ -141,14 +142,9 @@ def unconstrained_problem(model: Callable, args: tuple, kwargs: dict, key: jax.A
     supports: dict = {}
 
     def draw(k):
-        with handlers.block(), numpyro.validation_enabled(False):
-            tr = handlers.trace(handlers.seed(model, k)).get_trace(*args, **kwargs)
-        out = {}
-        for name, site in tr.items():
-            if site["type"] == "sample" and not site["is_observed"]:
-                supports[name] = site["fn"].support
-                out[name] = site["value"]
-        return out
+        latent = list(sample_sites(prior_trace(model, args, kwargs, k), observed=False))
+        supports.update({s["name"]: s["fn"].support for s in latent})
+        return {s["name"]: s["value"] for s in latent}
 
     @jax.jit
     def median_start(k):

@@ -239,7 +239,7 @@ def run(fitter: Fitter, config: FitConfig) -> FitResult:
             step, rejected, converged, chunk_losses = jax.device_get(
                 (new_state.step, new_state.consecutive_rejected, new_state.converged,
                  chunk_losses))
-            taken = int(step) - done
+            taken, converged = int(step) - done, bool(converged)
             chunk_losses = np.asarray(chunk_losses)[:taken]
             losses[done : done + taken] = chunk_losses
             if int(rejected) >= config.max_rejections:
@@ -247,7 +247,6 @@ def run(fitter: Fitter, config: FitConfig) -> FitResult:
                                 config.max_rejections)
             state = new_state
             done += taken
-            converged = bool(converged)
             finite = chunk_losses[np.isfinite(chunk_losses)]
             if config.progress and finite.size:
                 bar.set_postfix(loss=f"{float(np.mean(finite)):.4g}", refresh=False)
