@@ -93,8 +93,8 @@ def stream_fit(X, y, **kw):
 def eight_schools_fit():
     from models import eight_schools
 
-    return vx.fit(eight_schools.model, num_steps=4000, key=0, progress=False,
-                  **eight_schools.data())
+    # fit's defaults: no num_steps, the stopping rule ends it
+    return vx.fit(eight_schools.model, key=0, progress=False, **eight_schools.data())
 
 
 @pytest.fixture(scope="session")

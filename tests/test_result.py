@@ -12,7 +12,9 @@ from models import eight_schools
 
 def test_fit_result_surface(eight_schools_fit, tmp_path):
     res = eight_schools_fit
-    assert isinstance(res.losses, np.ndarray) and res.losses.shape == (4000,)
+    # fit's defaults: the stopping rule ended it
+    assert res.converged and isinstance(res.losses, np.ndarray)
+    assert res.losses.shape == (int(res.state.step),) and len(res.losses) < 20000
     assert np.all(np.isfinite(res.losses)) and res.num_rejected == 0
     # the loss goes down
     assert res.losses[-500:].mean() < res.losses[:100].mean()
@@ -33,7 +35,6 @@ def test_fit_result_surface(eight_schools_fit, tmp_path):
     path = res.plot(str(tmp_path / "loss.png"))
     assert os.path.getsize(path) > 1000
     assert "elbo" in repr(res)
-    assert int(res.state.step) == 4000
 
 
 def test_plot_shows_losses_and_marginals_against_the_prior(eight_schools_fit, tmp_path):

@@ -31,7 +31,7 @@ EPILOG = """\
 examples:
   vi-ext demo
   vi-ext fit models.eight_schools --steps 2000 --objective elbo
-  vi-ext fit models.eight_schools:centered --steps 5000 --lr 0.005
+  vi-ext fit models.eight_schools:centered --lr 0.005
   vi-ext fit models.logistic_regression --plot out/loss.png
 """
 
@@ -74,14 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def common(sp, steps):
-        sp.add_argument("--steps", type=int, default=steps,
-                        help=f"optimizer steps (default {steps})")
-        sp.add_argument("--objective", default="elbo",
-                        help="objective name (default elbo); see vi_ext.objectives.REGISTRY")
+    def common(sp):
+        sp.add_argument("--steps", type=int, default=None,
+                        help="the most optimizer steps (default: fit's cap, 20000; the fit "
+                        "stops earlier when its stopping rule says it has converged)")
+        sp.add_argument("--objective", default=None,
+                        help="objective name (default: the ELBO with 4 particles); see "
+                        "vi_ext.objectives.REGISTRY")
         sp.add_argument("--lr", type=float, default=None,
-                        help="Adam learning rate, held for the first half of the steps "
-                        "then annealed to a tenth (default 0.01)")
+                        help="Adam's first learning rate, halved each time the fit is found "
+                        "stationary (default 0.01)")
         sp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         sp.add_argument("--samples", type=int, default=2000,
                         help="guide draws for the summary (default 2000)")
@@ -98,11 +100,11 @@ def _parser() -> argparse.ArgumentParser:
                        description=DESCRIPTION, epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     f.add_argument("model", metavar="MODEL", help="e.g. models.eight_schools")
-    common(f, 2000)
+    common(f)
     d = sub.add_parser("demo", help="fit the bundled eight-schools model (non-centered)",
                        description="Fit models.eight_schools with the ELBO, print an ArviZ "
                        "summary and write the loss curve to a PNG.")
-    common(d, 2000)
+    common(d)
     return p
 
 
@@ -110,13 +112,18 @@ def run_fit(spec: str, args: argparse.Namespace) -> int:
     import vi_ext as vx
 
     model, kwargs, _ = load_model(spec)
-    optimizer = (vx.optim.default_optimizer(args.steps, args.lr) if args.lr is not None
-                 else None)
-    print(f"vi-ext: fitting {spec} with objective '{args.objective}' for {args.steps} steps")
+    options = {}
+    if args.lr is not None:
+        options["optimizer"] = vx.optim.plateau_adam(args.lr)
+    if args.steps is not None:
+        options["num_steps"] = args.steps
+    if args.objective is not None:
+        options["objective"] = args.objective
+    print(f"vi-ext: fitting {spec} with objective '{args.objective or 'elbo, 4 particles'}'"
+          + (f" for at most {args.steps} steps" if args.steps else ""))
     try:
-        res = vx.fit(model, objective=args.objective, optimizer=optimizer, num_steps=args.steps,
-                     key=args.seed, progress=not args.no_progress, checkpoint=args.checkpoint,
-                     resume=args.resume, **kwargs)
+        res = vx.fit(model, key=args.seed, progress=not args.no_progress,
+                     checkpoint=args.checkpoint, resume=args.resume, **options, **kwargs)
     except vx.VIError as e:
         print(f"vi-ext: {e}", file=sys.stderr)
         return 2
@@ -165,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
-    if args.steps <= 0:
+    if args.steps is not None and args.steps <= 0:
         print("vi-ext: --steps must be positive", file=sys.stderr)
         return 2
     spec = args.model if args.command == "fit" else "models.eight_schools"

@@ -136,7 +136,8 @@ class PlateauState(NamedTuple):
         scale: the current step-size factor (1, then ``factor``, ``factor**2``, ...).
         test: the state of the stationarity test (:class:`StationarityTest`).
         num_decays: decays so far.
-        average: average of the iterates since the last decay.
+        average: average of the iterates since the last decay; before the first decay, the
+            last iterate (the iterates are still travelling from the start).
     """
 
     inner: Any
@@ -224,7 +225,9 @@ def plateau(inner: optax.GradientTransformation, factor: float = 0.5, block: int
     the schedule of "decrease the step when stationary" (Pflug 1990; Lang, Xiao, Zhang 2019;
     RAABBVI, Welandawe et al. 2024) with a test that needs neither the loss nor a copy of
     the iterates. The average over the current phase (:func:`averaged_params`) is the better
-    estimate of the optimum at every level.
+    estimate of the optimum at every level once the iterates have settled; before the first
+    cut it is the last iterate (an average then would carry the way from the start along:
+    a fit capped before its first cut ended 20% short of the optimum on a test problem).
 
     References:
         Pflug. Non-asymptotic confidence bounds for stochastic approximation algorithms with
@@ -251,8 +254,12 @@ def plateau(inner: optax.GradientTransformation, factor: float = 0.5, block: int
         new = optax.apply_updates(params, updates)
         test_state, event = test.update(state.test, grads)
         count = state.test.phase_step + 1  # iterates of this phase, the new one included
-        average = jax.tree.map(lambda a, x: a + (x - a) / count.astype(a.dtype),
-                               state.average, new)
+        # before the first cut the iterates are still on their way from the start: the
+        # average would carry the start along, so it follows the last iterate until then
+        settled = state.num_decays > 0
+        average = jax.tree.map(
+            lambda a, x: jnp.where(settled, a + (x - a) / count.astype(a.dtype), x),
+            state.average, new)
         decay = event & (state.num_decays < max_decays)
         return updates, PlateauState(
             inner=inner_state,

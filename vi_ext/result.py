@@ -48,6 +48,9 @@ class FitResult:
         history: one record (a dict) per outer iteration of the method that made the fit:
             boosting's, one per component (gap, step size, curvature, ELBO, ...); empty for
             a plain fit, whose per-step record is ``losses``.
+        start: where the default guide started and why (a :class:`vi_ext.start.Start`:
+            the chosen candidate, every candidate's ELBO estimate, the time and gradients
+            the choice cost); None for a guide of your own or ``start="median"``.
     """
 
     model: Callable
@@ -63,6 +66,7 @@ class FitResult:
     seconds: float = float("nan")
     stop_reason: str = "num_steps"
     history: list = field(default_factory=list)
+    start: Any = None
 
     @property
     def converged(self) -> bool:

@@ -59,14 +59,14 @@ import numpy as np
 import numpyro
 import optax
 from jax.flatten_util import ravel_pytree
+from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
-from numpyro.infer.initialization import init_to_value
+from numpyro.infer.initialization import init_to_median, init_to_value
 from numpyro.infer.util import potential_energy
 
 from vi_ext.errors import ArgumentError
 from vi_ext.keys import as_key
 from vi_ext.program.sites import sample_sites
-from vi_ext.traces import prior_trace
 
 CANDIDATES = ("median", "uniform", "saa_median", "saa_uniform", "pathfinder", "mode")
 DEFAULT_CANDIDATES = ("median", "uniform", "saa_median", "saa_uniform")
@@ -134,8 +134,9 @@ def unconstrained_problem(model: Callable, args: tuple, kwargs: dict, key: jax.A
     unconstrained vector u, and a traceable function of ``key`` giving the prior-median and
     uniform starting points.
 
-    The prior median is NumPyro's ``init_to_median(num_samples=15)``: per latent site, the
-    median of 15 prior draws, mapped to the unconstrained space by the inverse of the
+    The prior median is NumPyro's ``init_to_median(num_samples=15)``: per latent site, in
+    the model's order, the median of 15 draws from the site's distribution given the
+    medians of the sites before it, mapped to the unconstrained space by the inverse of the
     bijection onto its support. The draws are traced, not run: running the model eagerly,
     op by op, compiled each op on its own (about 90 small programs, 4 s of the choice on
     eight schools). Only the layout of the latents is worked out here (by abstract
@@ -143,15 +144,18 @@ def unconstrained_problem(model: Callable, args: tuple, kwargs: dict, key: jax.A
     """
     supports: dict = {}
 
-    def draw(k):
-        latent = list(sample_sites(prior_trace(model, args, kwargs, k), observed=False))
-        supports.update({s["name"]: s["fn"].support for s in latent})
-        return {s["name"]: s["value"] for s in latent}
-
     def median_start(k):
-        samples = jax.vmap(draw)(jax.random.split(k, 15))
-        return {n: biject_to(supports[n]).inv(jnp.median(v, axis=0))
-                for n, v in samples.items()}
+        # site by site, as init_to_median does inside NumPyro: each site's 15 draws given
+        # the medians of the sites before it (independent joint draws would carry a
+        # parameter out of range into every later site: an AR(1)'s |phi| > 1 made its
+        # path's medians NaN)
+        at_medians = handlers.substitute(handlers.seed(model, k),
+                                         substitute_fn=init_to_median(num_samples=15))
+        with numpyro.validation_enabled(False):
+            tr = handlers.trace(at_medians).get_trace(*args, **kwargs)
+        latent = list(sample_sites(tr, observed=False))
+        supports.update({s["name"]: s["fn"].support for s in latent})
+        return {s["name"]: biject_to(s["fn"].support).inv(s["value"]) for s in latent}
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -303,6 +307,19 @@ def choose_start(model: Callable, *model_args: Any,
         >>> start = vx.start.choose_start(model, **data)
         >>> res = vx.fit(model, init_params=start.autonormal_params(), **data)
     """
+    return choose_start_for(model, model_args, model_kwargs, candidates=candidates,
+                            num_draws=num_draws, init_scale=init_scale, saa_steps=saa_steps,
+                            saa_draws=saa_draws, maxiter=maxiter,
+                            pathfinder_draws=pathfinder_draws, key=key)
+
+
+def choose_start_for(model: Callable, model_args: tuple, model_kwargs: dict, *,
+                     candidates: Sequence[str] = DEFAULT_CANDIDATES, num_draws: int = 64,
+                     init_scale: float = DEFAULT_INIT_SCALE, saa_steps: int = 300,
+                     saa_draws: int = 8, maxiter: int = 50, pathfinder_draws: int = 50,
+                     key: Any = 0) -> Start:
+    """:func:`choose_start` with the model's arguments as a tuple and a dict (so that a
+    model keyword named like an option, ``key`` say, cannot clash)."""
     unknown = set(candidates) - set(CANDIDATES)
     if unknown or not candidates:
         raise ArgumentError("candidates", f"expected a non-empty subset of {CANDIDATES}, "

@@ -164,7 +164,7 @@ def test_average_baseline_unbiased_and_lower_variance_from_a_warm_state():
 
 def test_average_baseline_is_carried_through_fit():
     res = vx.fit(bern_model, x=X_OBS, guide=bern_guide, num_steps=300, progress=False,
-                 estimators={"z": vx.estimators.reinforce("average")})
+                 stopping=None, estimators={"z": vx.estimators.reinforce("average")})
     mean, count = res.state.strategy_state["reinforce/s0/z"]
     assert float(count) == 300.0
     # the bias-corrected running average tracks the recent losses (loss = -objective)

@@ -42,7 +42,9 @@ def exact():
 
 @pytest.fixture(scope="module")
 def conjugate_fit():
-    return vx.fit(conjugate, Y, C, num_steps=1500, key=0, progress=False)
+    # mean-field: the diagonal mass matrix below is AutoNormal's
+    return vx.fit(conjugate, Y, C, guide=AutoNormal(conjugate), num_steps=1500, key=0,
+                  progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,6 @@ import numpy as np
 import numpyro
 from tqdm.auto import tqdm
 
-from vi_ext import objectives as _objectives
 from vi_ext.boosting import away
 from vi_ext.boosting import mixture as mx
 from vi_ext.boosting.guide import AutoMixture
@@ -91,10 +90,12 @@ class BoostedMixture(NamedTuple):
     def fit_model(self, model: Callable, model_args: tuple, model_kwargs: dict,
                   config: FitConfig) -> FitResult:
         """fit(model, guide=self, ...): boost, with fit's options that apply."""
-        if _objectives.get(config.objective).name != "elbo":
+        if config.resolved_objective().name != "elbo":
             raise ArgumentError("objective", "boosting minimizes KL(q || p): use the ELBO.")
-        check_num_steps(config.num_steps)
-        settings = (self.settings or Settings())._replace(first_steps=int(config.num_steps))
+        settings = self.settings or Settings()
+        if "num_steps" in config.set_options():  # fit's default cap is not a first fit's size
+            check_num_steps(config.num_steps)
+            settings = settings._replace(first_steps=int(config.num_steps))
         return boost(model, *model_args, num_components=self.num_components,
                      step_size=self.step_size, variant=self.variant, family=self.family,
                      key=config.key, progress=config.progress, settings=settings,

@@ -27,7 +27,19 @@ from vi_ext.errors import ArgumentError
 from vi_ext.keys import as_key
 from vi_ext.program.objective import Objective
 from vi_ext.program.transform import check_estimators
-from vi_ext.stopping import is_rule
+from vi_ext.start import Start
+from vi_ext.stopping import Stationary, is_rule
+
+#: stationarity events of the default stopping rule (the step size is then 1/32 of the first)
+DEFAULT_STATIONARY_EVENTS = 5
+
+
+#: the default cap on steps: the default stopping rule usually ends a fit well before it
+DEFAULT_NUM_STEPS = 20000
+#: particles of the default objective, the ELBO
+DEFAULT_PARTICLES = 4
+#: the start choices of the default guide (or a vi_ext.start.Start)
+START_CHOICES = ("auto", "median")
 
 
 @dataclass(frozen=True)
@@ -40,16 +52,17 @@ class FitConfig:
     """
 
     guide: Callable | None = None
-    objective: Objective | str = "elbo"
+    objective: Objective | str | None = None
     optimizer: optax.GradientTransformation | None = None
-    num_steps: int = 1000
+    num_steps: int = DEFAULT_NUM_STEPS
     key: Any = 0
     progress: bool = True
     estimators: Mapping[str, Any] | None = None
     max_rejections: int = 20
     chunk_size: int | None = None
     init_params: Mapping[str, Any] | None = None
-    stopping: Any = None
+    stopping: Any = "auto"
+    start: Any = "auto"
     callbacks: Sequence[Callable] | Callable = ()
     callback_every: int | None = None
     checkpoint: str | os.PathLike | None = None
@@ -81,6 +94,23 @@ class FitConfig:
 
     def replace(self, **changes: Any) -> FitConfig:
         return dataclasses.replace(self, **changes)
+
+    def resolved_objective(self) -> Objective:
+        """The objective: ``objective``, or the default, the ELBO: with
+        :data:`DEFAULT_PARTICLES` particles for the default guide (measured on the suite of
+        docs/defaults.md), with one for a guide of your own (its sites may use strategies
+        that cannot run inside ``particles``, as ``enum`` and ``mvd``)."""
+        if self.objective is None:
+            return _objectives.elbo(num_particles=DEFAULT_PARTICLES if self.guide is None
+                                    else 1)
+        return _objectives.get(self.objective)
+
+    def resolved_stopping(self) -> tuple:
+        """The stopping rules: ``stopping``, or for ``"auto"`` the default,
+        ``Stationary(events=5)``."""
+        if isinstance(self.stopping, str) and self.stopping == "auto":
+            return (Stationary(events=DEFAULT_STATIONARY_EVENTS),)
+        return stopping_rules(self.stopping)
 
     def set_options(self) -> list[str]:
         """Names of the options whose values differ from the defaults."""
@@ -122,11 +152,25 @@ class FitConfig:
             raise ArgumentError("checkpoint_every", "is set but checkpoint= (the file) is not.")
         if self.batch_size is not None and self.data is None:
             raise ArgumentError("batch_size", "is set but data= (the arrays to stream) is not.")
-        _objectives.get(self.objective)
+        self.resolved_objective()
         check_estimators(self.estimators)
         as_key(self.key)
-        stopping_rules(self.stopping)
+        self.resolved_stopping()
+        check_start(self.start, self.guide)
         return self.replace(callbacks=_callbacks(self.callbacks))
+
+
+def check_start(start: Any, guide: Any) -> None:
+    """``start`` is one of :data:`START_CHOICES` or a :class:`vi_ext.start.Start`, and is
+    set only for the default guide."""
+    if isinstance(start, Start):
+        pass
+    elif not isinstance(start, str) or start not in START_CHOICES:
+        raise ArgumentError("start", f"expected one of {START_CHOICES} or a "
+                            f"vx.start.Start (from vx.start.choose_start), got {start!r}.")
+    if guide is not None and not (isinstance(start, str) and start == "auto"):
+        raise ArgumentError("start", "chooses where the default guide starts (guide=None); "
+                            "a guide of your own starts where its init_loc_fn / params say.")
 
 
 def check_num_steps(num_steps: Any) -> None:

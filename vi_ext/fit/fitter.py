@@ -10,6 +10,7 @@ compiled until ``run_chunk`` is first called.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -18,18 +19,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 from numpyro import handlers
-from numpyro.infer.autoguide import AutoNormal
+from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 from numpyro.infer.initialization import init_to_median
 
-from vi_ext import objectives as _objectives
 from vi_ext.data import Dataset, StreamPlates, as_dataset, check_scaled
 from vi_ext.errors import ArgumentError
-from vi_ext.fit.config import FitConfig, signature_with_options, stopping_rules
+from vi_ext.fit.config import FitConfig, signature_with_options
 from vi_ext.fit.step import FitState, init_state, make_step
 from vi_ext.keys import as_key
-from vi_ext.optim import averaged_params, default_optimizer
+from vi_ext.optim import averaged_params, plateau_adam
 from vi_ext.params import constrain, param_sites, unconstrain
 from vi_ext.program.objective import Objective
+from vi_ext.program.sites import sample_sites
 from vi_ext.program.transform import check_estimators, initial_state, surrogate_fn
 from vi_ext.result import FitResult
 from vi_ext.sharding import (
@@ -39,6 +40,7 @@ from vi_ext.sharding import (
     replicated,
     resolve_mesh,
 )
+from vi_ext.start import Start, choose_start_for
 from vi_ext.traces import prior_trace, refuse_discrete
 
 
@@ -60,6 +62,8 @@ class Fitter(NamedTuple):
             :class:`~vi_ext.data.StreamPlates`).
         first_batch: the first minibatch (model keyword arguments), or an empty dict.
         model_args, model_kwargs: the model's own arguments (without a minibatch).
+        start: where the default guide started and why (a :class:`~vi_ext.start.Start`);
+            None for a guide of your own or the prior-median start.
     """
 
     init_state: FitState
@@ -76,6 +80,7 @@ class Fitter(NamedTuple):
     first_batch: dict = {}
     model_args: tuple = ()
     model_kwargs: dict = {}
+    start: Start | None = None
 
     def batch_kwargs(self, step: int | None = None) -> dict:
         """The model's keyword arguments at ``step``: with streamed data, its own plus the
@@ -106,24 +111,92 @@ class Fitter(NamedTuple):
             constraints=self.constraints,
             seconds=seconds,
             stop_reason=stop_reason,
+            start=self.start,
         )
 
 
 _AUTONORMAL_ADVICE = (
-    "the default guide (AutoNormal) cannot represent it. Either marginalize it out of the "
+    "the default guide (a Gaussian on the unconstrained latents: AutoMultivariateNormal, "
+    "or AutoNormal beyond 250 dimensions) cannot represent it. Either marginalize it out of the "
     "model (or mark it infer={{'enumerate': 'parallel'}}), or pass a guide that samples it "
     "and choose a gradient strategy for it, e.g. guide=my_guide, "
     "estimators={{'{name}': vx.estimators.enum()}} (or reinforce()).")
 
 
-def default_guide(model: Callable, args: tuple, kwargs: dict, key: jax.Array) -> Callable:
-    """``AutoNormal`` at the prior medians, with the sites that the model's density sums out
-    (marked for enumeration) hidden from it; any other discrete latent is refused by name."""
+#: the share of a fit's gradient evaluations (num_steps x particles) its start may spend
+START_SHARE = 0.1
+#: SAA steps of the start at most (the default fit's budget affords them) and at least (with
+#: fewer, the SAA candidates are left out: the start chooses between the prior medians and
+#: the uniform start)
+MAX_SAA_STEPS, MIN_SAA_STEPS = 300, 25
+
+#: latent dimensions up to which the default guide is a full-rank Gaussian
+#: (AutoMultivariateNormal); beyond, a mean-field one (AutoNormal)
+MAX_FULL_RANK = 250
+
+
+class DefaultGuide(NamedTuple):
+    """The default guide and how it was started (:func:`default_guide`)."""
+
+    guide: Callable
+    start: Start | None  # the chosen start; None: the prior medians, not chosen
+    init_params: dict    # the guide's params at the start (constrained)
+
+
+def start_options(budget: int | None, saa_draws: int = 8) -> dict:
+    """``choose_start``'s options for a fit of ``budget`` gradient evaluations: its SAA runs
+    (two, of ``saa_draws`` draws a step) spend at most :data:`START_SHARE` of it, and are
+    left out below :data:`MIN_SAA_STEPS` steps. None: no bound (300 steps)."""
+    steps = MAX_SAA_STEPS if budget is None else \
+        min(MAX_SAA_STEPS, int(START_SHARE * budget) // (2 * saa_draws))
+    if steps < MIN_SAA_STEPS:
+        return {"candidates": ("median", "uniform")}
+    return {"saa_steps": steps, "saa_draws": saa_draws}
+
+
+def default_guide(model: Callable, args: tuple, kwargs: dict, key: jax.Array,
+                  start: Any = "auto", start_key: Any = None,
+                  budget: int | None = None) -> DefaultGuide:
+    """The guide of ``fit(model)``: a Gaussian on the unconstrained latents, full-rank
+    (``AutoMultivariateNormal``) up to :data:`MAX_FULL_RANK` dimensions, mean-field
+    (``AutoNormal``) beyond, started where ``start`` says:
+
+    - ``"auto"``: the best of several candidate starts by a cheap ELBO estimate
+      (:func:`vi_ext.start.choose_start`: the prior medians, NumPyro's uniform start, and a
+      short sample-average ELBO fit from each), locations and, for the mean-field guide,
+      scales. The fits spend at most a tenth of ``budget``, the fit's gradient evaluations
+      (:func:`start_options`): all 300 steps for the default fit, fewer for a short one, none
+      below 25;
+    - ``"median"``: the prior medians (``init_to_median``), scales 0.1, nothing chosen;
+    - a :class:`~vi_ext.start.Start`: that one.
+
+    Sites that the model's density sums out (marked for enumeration) are hidden from the
+    guide (and the start is the prior medians: the candidates' ELBO needs every latent
+    continuous); any other discrete latent is refused by name.
+    """
     enumerated = refuse_discrete(prior_trace(model, args, kwargs, key),
                                  lambda site: _AUTONORMAL_ADVICE.format(name=site["name"]),
                                  allow_enumerated=True)
     seen = handlers.block(model, hide=enumerated) if enumerated else model
-    return AutoNormal(seen, init_loc_fn=init_to_median(num_samples=15))
+    if isinstance(start, str) and start == "auto" and not enumerated:
+        start = choose_start_for(model, args, kwargs,
+                                 key=key if start_key is None else start_key,
+                                 **start_options(budget))
+    if not isinstance(start, Start):
+        shapes = jax.eval_shape(lambda k: {
+            s["name"]: s["value"]
+            for s in sample_sites(prior_trace(seen, args, kwargs, k), observed=False)}, key)
+        full = sum(int(np.prod(s.shape)) for s in shapes.values()) <= MAX_FULL_RANK
+        init = init_to_median(num_samples=15)
+        guide = AutoMultivariateNormal(seen, init_loc_fn=init) if full else \
+            AutoNormal(seen, init_loc_fn=init)
+        return DefaultGuide(guide, None, {})
+    dims = sum(int(np.prod(np.shape(v))) for v in start.locs.values())
+    if dims <= MAX_FULL_RANK:
+        return DefaultGuide(AutoMultivariateNormal(seen, init_loc_fn=start.init_loc_fn()),
+                            start, {})
+    return DefaultGuide(AutoNormal(seen, init_loc_fn=start.init_loc_fn()), start,
+                        start.autonormal_params())
 
 
 #: the options of fit's loop (vi_ext.fit.loop); build() refuses them by name
@@ -159,7 +232,7 @@ build.__signature__ = signature_with_options(build)
 def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
                config: FitConfig) -> Fitter:
     """:func:`build` from a checked :class:`FitConfig`."""
-    objective = _objectives.get(config.objective)
+    objective = config.resolved_objective()
     estimators = check_estimators(config.estimators)
     guide = config.guide
     k_init, k_fit = jax.random.split(as_key(config.key))
@@ -181,14 +254,20 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
         check_batch_size(mesh, dataset.batch_size)
     init_kwargs = {**model_kwargs, **first_batch}
 
+    start = None
+    start_params: dict = {}
     if guide is None:
-        guide = default_guide(model, model_args, init_kwargs, k_init)
+        particles = objective.program.keywords.get("num_particles", 1) \
+            if isinstance(objective.program, functools.partial) else 1
+        guide, start, start_params = default_guide(
+            model, model_args, init_kwargs, k_init, config.start, start_key=config.key,
+            budget=int(config.num_steps) * particles)
     if dataset is not None:
         check_scaled(prior_trace(model, model_args, init_kwargs, k_init), dataset)
-    optimizer = config.optimizer if config.optimizer is not None \
-        else default_optimizer(int(config.num_steps))
+    optimizer = config.optimizer if config.optimizer is not None else plateau_adam()
 
     values, cons = param_sites(model, guide, model_args, init_kwargs, k_init, estimators)
+    values.update({k: jnp.asarray(v) for k, v in start_params.items()})
     if config.init_params:
         unknown = set(config.init_params) - set(values)
         if unknown:
@@ -218,7 +297,7 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
                                                                               batch)
         return -aux.value, grads, aux.state
 
-    rules = stopping_rules(config.stopping)
+    rules = config.resolved_stopping()
     step = make_step(loss_and_grad, optimizer, rules)
 
     def scan_chunk(state: FitState, active: jax.Array, batches: dict | None = None):
@@ -236,4 +315,5 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
     if mesh is not None:
         state = jax.device_put(state, replicated(mesh))
     return Fitter(state, run_chunk, loss_and_grad, guide, objective, cons, estimators, rules,
-                  dataset, mesh, model, first_batch, tuple(model_args), dict(model_kwargs))
+                  dataset, mesh, model, first_batch, tuple(model_args), dict(model_kwargs),
+                  start)

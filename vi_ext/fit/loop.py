@@ -57,17 +57,29 @@ def fit(model: Callable, *model_args: Any, config: FitConfig | None = None,
             keyword argument goes to the model (and guide), e.g. observations.
 
     Keyword Args:
-        guide (Callable | None): a NumPyro guide; ``None`` builds ``AutoNormal(model)`` with its
-            locations initialized at the prior medians (``init_to_median``) and scales at 0.1;
+        guide (Callable | None): a NumPyro guide; ``None`` builds the default guide
+            (:func:`vi_ext.fit.default_guide`): a full-rank Gaussian on the unconstrained
+            latents (``AutoMultivariateNormal``) up to 250 latent dimensions, mean-field
+            (``AutoNormal``) beyond, started where ``start`` says;
             ``vx.boosting.BoostedMixture(...)`` grows a mixture by boosting instead (it takes
             ``num_steps``, ``key``, ``progress`` and ``objective`` from fit and refuses the other
             options by name).
-        objective (Objective | str): an objective from :mod:`vi_ext.objectives`, a user-written one,
-            or a registered name (``"elbo"``). Default: the ELBO with one particle.
+        start (str | Start): where the default guide starts: ``"auto"`` (default) the best of
+            several candidates by a cheap ELBO estimate (:func:`vi_ext.start.choose_start`: the
+            prior medians, NumPyro's uniform start, a short fixed-draw ELBO fit from each; a few
+            seconds, mostly compilation; recorded in ``FitResult.start``); ``"median"`` the prior
+            medians, nothing chosen; or a :class:`vi_ext.start.Start`. Only with ``guide=None``.
+        objective (Objective | str | None): an objective from :mod:`vi_ext.objectives`, a
+            user-written one, or a registered name (``"elbo"``: one particle). Default: the
+            ELBO, with 4 particles for the default guide, with one for a guide of your own
+            (whose sites may use strategies that cannot run inside particles: enum, mvd).
         optimizer (GradientTransformation | None): an optax ``GradientTransformation``. Default:
-            Adam at 1e-2 for the first half of ``num_steps``, then cosine-annealed to 1e-3
-            (:func:`vi_ext.optim.default_optimizer`). Learning-rate schedules come from optax.
-        num_steps (int): total number of optimizer steps (> 0), resumed ones included.
+            Adam at 1e-2, its step halved each time the iterates are found stationary, the
+            iterates of the last phase averaged (:func:`vi_ext.optim.plateau_adam`); the
+            average is ``FitResult.params``.
+        num_steps (int): the most optimizer steps (> 0), resumed ones included (default 20000: a
+            cap; the default stopping rule usually ends the fit well before it, and a warning
+            says when the cap came first).
         key (int | jax.Array): an int seed or a JAX key. The same key gives the same fit, bit for
             bit.
         progress (bool): show a tqdm progress bar with the running loss.
@@ -76,8 +88,11 @@ def fit(model: Callable, *model_args: Any, config: FitConfig | None = None,
         chunk_size (int | None): steps per compiled ``lax.scan`` chunk (default: about 1% of
             num_steps, at most 1000).
         init_params (dict | None): constrained initial values for some or all params.
-        stopping (rule | list | None): a stopping rule or a list of them (:mod:`vi_ext.stopping`),
-            checked at every step inside the compiled loop; the fit stops when one fires.
+        stopping (rule | list | None | "auto"): a stopping rule or a list of them
+            (:mod:`vi_ext.stopping`), checked at every step inside the compiled loop; the fit
+            stops when one fires. Default ``"auto"``: ``Stationary(events=5)``, the test the
+            default optimizer cuts its step by, fired at its fifth cut. ``None``: run
+            ``num_steps``.
         callbacks (list): functions ``cb(step, state, loss)`` called every ``callback_every`` steps
             with the number of steps taken, the :class:`FitState` and the mean loss since the
             previous call. A callback that returns ``True`` stops the fit.
@@ -87,8 +102,8 @@ def fit(model: Callable, *model_args: Any, config: FitConfig | None = None,
         checkpoint_every (int | None): steps between checkpoints (default: every 10% of the steps).
         resume (str | PathLike | None): a checkpoint file to continue from; the same arguments as
             the fit that wrote it (``num_steps`` included) give the same result, bit for bit, as a
-            fit never interrupted. A larger ``num_steps`` extends the fit; with the default
-            optimizer it re-plans the annealing over the new total (with a warning).
+            fit never interrupted. A larger ``num_steps`` extends the fit (the default
+            optimizer's schedule does not depend on ``num_steps``).
         data (dict | None): arrays to stream in minibatches (:mod:`vi_ext.data`): model keyword name
             -> array or path to a ``.npy`` file (memory-mapped), one row per data point. Each step
             calls the model with ``batch_size`` rows of each; the model scales their likelihood by N
@@ -183,17 +198,6 @@ def _resume(config: FitConfig, state: FitState, losses: np.ndarray) -> tuple[Fit
         raise CheckpointError(path, f"holds {len(ck.losses)} losses for {done} steps; it is "
                               "inconsistent.")
     losses[:done] = ck.losses
-    planned = ck.meta.get("info", {}).get("num_steps")
-    if config.optimizer is None and planned is not None and planned != num_steps:
-        warnings.warn(
-            f"the checkpoint {path!r} was written by a fit of {planned} steps and is resumed "
-            f"with num_steps={num_steps}: the default optimizer anneals its step over the "
-            "second half of num_steps, so the remaining steps follow a new schedule (neither "
-            f"that fit continued nor an uninterrupted fit of {num_steps} steps). Pass "
-            "optimizer= to fix the schedule yourself.",
-            RuntimeWarning,
-            stacklevel=4,
-        )
     return ck.state, done
 
 
