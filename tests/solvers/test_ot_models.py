@@ -9,6 +9,10 @@ import vi_ext as vx
 from models import optimal_transport as ot
 
 
+def _mean_field(model):
+    return AutoNormal(model, init_loc_fn=init_to_median(num_samples=15))
+
+
 def _check(res, truth):
     draws = res.sample(2000, key=1)
     for name, value in truth.items():
@@ -20,13 +24,13 @@ def _check(res, truth):
 def test_shuffled_regression_recovers_the_weights_without_the_matching():
     # (a mean-field guide, one particle: the Sinkhorn solve is the cost of every step)
     res = vx.fit(ot.shuffled_regression, **ot.shuffled_data(), num_steps=800, key=0,
-                 guide=AutoNormal(ot.shuffled_regression, init_loc_fn=init_to_median(num_samples=15)), progress=False)
+                 guide=_mean_field(ot.shuffled_regression), progress=False)
     assert res.num_rejected == 0
     _check(res, {"w": np.array([2.0, -1.0])})
 
 
 def test_an_ot_likelihood_fits_a_clouds_location_and_scale():
     res = vx.fit(ot.cloud_likelihood, **ot.cloud_data(), num_steps=400, key=0, progress=False,
-                 guide=AutoNormal(ot.cloud_likelihood, init_loc_fn=init_to_median(num_samples=15)), optimizer=optax.adam(0.05))
+                 guide=_mean_field(ot.cloud_likelihood), optimizer=optax.adam(0.05))
     assert res.num_rejected == 0
     _check(res, {"loc": np.array([1.0, -2.0]), "log_scale": np.log(0.5)})
