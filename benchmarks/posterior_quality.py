@@ -283,6 +283,17 @@ CANDIDATES = {
                                guide_cls=AutoMultivariateNormal),
     "vi_ext_auto_mvn_adam": _vi_ext(lambda n: vxo.plateau_adam(), stopping_fn=_stationary,
                                     use_average=True, guide_cls=AutoMultivariateNormal),
+    # the full-rank Adam candidate with a larger first step and / or 4 particles (what
+    # decided the default objective: 4 particles, Adam 1e-2)
+    "vi_ext_auto_mvn_adam_3e-2": _vi_ext(lambda n: vxo.plateau_adam(3e-2),
+                                         stopping_fn=_stationary, use_average=True,
+                                         guide_cls=AutoMultivariateNormal),
+    "vi_ext_auto_mvn_adam_p4": _vi_ext(lambda n: vxo.plateau_adam(), stopping_fn=_stationary,
+                                       use_average=True, guide_cls=AutoMultivariateNormal,
+                                       particles=4),
+    "vi_ext_auto_mvn_adam_3e-2_p4": _vi_ext(lambda n: vxo.plateau_adam(3e-2),
+                                            stopping_fn=_stationary, use_average=True,
+                                            guide_cls=AutoMultivariateNormal, particles=4),
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 from numpyro import handlers
 from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
@@ -193,8 +194,12 @@ def default_guide(model: Callable, args: tuple, kwargs: dict, key: jax.Array,
         return DefaultGuide(guide, None, {})
     dims = sum(int(np.prod(np.shape(v))) for v in start.locs.values())
     if dims <= MAX_FULL_RANK:
+        # locations and scales of the chosen candidate (a diagonal scale_tril); the flat
+        # order is ravel_pytree's of the latents by name, the guide's own
+        loc, _ = ravel_pytree(start.locs)
+        scale, _ = ravel_pytree(start.scales)
         return DefaultGuide(AutoMultivariateNormal(seen, init_loc_fn=start.init_loc_fn()),
-                            start, {})
+                            start, {"auto_loc": loc, "auto_scale_tril": jnp.diag(scale)})
     return DefaultGuide(AutoNormal(seen, init_loc_fn=start.init_loc_fn()), start,
                         start.autonormal_params())
 
