@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 from numpyro import handlers
 from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
@@ -131,6 +130,9 @@ START_SHARE = 0.1
 #: the uniform start)
 MAX_SAA_STEPS, MIN_SAA_STEPS = 300, 25
 
+#: the full-rank default guide starts no wider than this (NumPyro's init_scale)
+FULL_RANK_INIT_SCALE = 0.1
+
 #: latent dimensions up to which the default guide is a full-rank Gaussian
 #: (AutoMultivariateNormal); beyond, a mean-field one (AutoNormal)
 MAX_FULL_RANK = 250
@@ -194,10 +196,13 @@ def default_guide(model: Callable, args: tuple, kwargs: dict, key: jax.Array,
         return DefaultGuide(guide, None, {})
     dims = sum(int(np.prod(np.shape(v))) for v in start.locs.values())
     if dims <= MAX_FULL_RANK:
-        # locations and scales of the chosen candidate (a diagonal scale_tril); the flat
-        # order is ravel_pytree's of the latents by name, the guide's own
-        loc, _ = ravel_pytree(start.locs)
-        scale, _ = ravel_pytree(start.scales)
+        # locations and scales of the chosen candidate (a diagonal scale_tril), flattened in
+        # the guide's order: the latents as the model samples them (not by name)
+        order = [s["name"] for s in
+                 sample_sites(prior_trace(seen, args, kwargs, key), observed=False)]
+        loc = jnp.concatenate([jnp.ravel(start.locs[n]) for n in order])
+        scale = jnp.minimum(jnp.concatenate([jnp.ravel(start.scales[n]) for n in order]),
+                            FULL_RANK_INIT_SCALE)
         return DefaultGuide(AutoMultivariateNormal(seen, init_loc_fn=start.init_loc_fn()),
                             start, {"auto_loc": loc, "auto_scale_tril": jnp.diag(scale)})
     return DefaultGuide(AutoNormal(seen, init_loc_fn=start.init_loc_fn()), start,
