@@ -219,8 +219,8 @@ def build(model: Callable, *model_args: Any, config: FitConfig | None = None,
     """Resolve fit's inputs, initialize parameters, and build the compiled step function.
 
     Arguments are those of :func:`vi_ext.fit` (options by name or as ``config=``);
-    ``num_steps`` only sets the default optimizer's schedule
-    (:func:`vi_ext.optim.default_optimizer`); the loop's options (progress, callbacks,
+    ``num_steps`` only bounds what the default guide's start may spend
+    (:func:`start_options`); the loop's options (progress, callbacks,
     checkpoints, ...) are refused by name, since build runs no loop. Nothing is compiled
     until ``run_chunk`` is first called.
 
