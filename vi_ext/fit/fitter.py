@@ -177,29 +177,27 @@ def default_guide(model: Callable, args: tuple, kwargs: dict, key: jax.Array,
     guide (and the start is the prior medians: the candidates' ELBO needs every latent
     continuous); any other discrete latent is refused by name.
     """
-    enumerated = refuse_discrete(prior_trace(model, args, kwargs, key),
+    trace = prior_trace(model, args, kwargs, key)
+    enumerated = refuse_discrete(trace,
                                  lambda site: _AUTONORMAL_ADVICE.format(name=site["name"]),
                                  allow_enumerated=True)
     seen = handlers.block(model, hide=enumerated) if enumerated else model
+    # the guide's latents, in the order the model samples them (the flat layout of
+    # AutoMultivariateNormal), and whether they are few enough for a full-rank guide
+    order = [s["name"] for s in sample_sites(trace, observed=False)
+             if s["name"] not in enumerated]
+    full = sum(int(np.size(trace[n]["value"])) for n in order) <= MAX_FULL_RANK
     if isinstance(start, str) and start == "auto" and not enumerated:
         start = choose_start_for(model, args, kwargs,
                                  key=key if start_key is None else start_key,
                                  **start_options(budget))
     if not isinstance(start, Start):
-        shapes = jax.eval_shape(lambda k: {
-            s["name"]: s["value"]
-            for s in sample_sites(prior_trace(seen, args, kwargs, k), observed=False)}, key)
-        full = sum(int(np.prod(s.shape)) for s in shapes.values()) <= MAX_FULL_RANK
         init = init_to_median(num_samples=15)
         guide = AutoMultivariateNormal(seen, init_loc_fn=init) if full else \
             AutoNormal(seen, init_loc_fn=init)
         return DefaultGuide(guide, None, {})
-    dims = sum(int(np.prod(np.shape(v))) for v in start.locs.values())
-    if dims <= MAX_FULL_RANK:
-        # locations and scales of the chosen candidate (a diagonal scale_tril), flattened in
-        # the guide's order: the latents as the model samples them (not by name)
-        order = [s["name"] for s in
-                 sample_sites(prior_trace(seen, args, kwargs, key), observed=False)]
+    if full:
+        # the chosen candidate's locations and scales (a diagonal scale_tril), in that order
         loc = jnp.concatenate([jnp.ravel(start.locs[n]) for n in order])
         scale = jnp.minimum(jnp.concatenate([jnp.ravel(start.scales[n]) for n in order]),
                             FULL_RANK_INIT_SCALE)
