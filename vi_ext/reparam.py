@@ -1,4 +1,5 @@
-"""Variationally inferred parameterization: a centering learned by the fit, used by NUTS.
+"""Centered and non-centered forms of a model: a centering learned by the fit (used by NUTS),
+or the non-centered form chosen by the default fit's start.
 
 A latent z ~ F(loc, scale) of a location-scale family F (Normal, Laplace, Cauchy, Logistic,
 Gumbel, StudentT) can be sampled partially centered (Gorinova, Moore & Hoffman, 2020):
@@ -18,9 +19,21 @@ samples the model at the learned c: the same posterior, a better geometry. On ce
 eight schools the fit learns c ~ 0.04 and refine's effective samples per second rise
 about 16-fold (benchmarks/refine.py).
 
+:func:`noncentered` fixes c = 0 for the sites it names, and :func:`hierarchical_sites` finds
+the sites where the choice matters: the location-scale latents whose location or scale
+depends on another latent (for a site with a constant location and scale the two forms
+differ by an affine map, which a Gaussian guide absorbs). ``vx.fit(model)`` with the default
+guide scores the model as written and its non-centered form by the same cheap ELBO that
+chooses its start, and fits the better (``reparam="auto"``, :func:`vi_ext.fit.default_guide`).
+It does not learn c during the fit: where the best c is 0 or 1 (Neal's funnel, a banana) its
+logit drifts towards infinity at every step, and no stationarity test can say the fit has
+converged.
+
 Reference:
     Gorinova, Moore, Hoffman. Automatic Reparameterisation of Probabilistic Programs.
     ICML 2020 (VIP, variationally inferred parameterization).
+    Papaspiliopoulos, Roberts, Skold. A general framework for the parametrization of
+    hierarchical models. Statistical Science 2007 (centered and non-centered forms).
 """
 
 from __future__ import annotations
@@ -28,9 +41,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 
+import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
 from numpyro.distributions import constraints
+from numpyro.infer.inspect import get_dependencies
 from numpyro.infer.reparam import LocScaleReparam
 
 from vi_ext.errors import ArgumentError, SiteError
@@ -52,16 +67,34 @@ def _base(fn):
     return fn
 
 
-def _reparameterizer(msg: dict) -> LocScaleReparam | None:
-    """LocScaleReparam(centered=None) for a latent site of a real-valued location-scale
-    family; None for any other site."""
-    if msg["type"] != "sample" or msg.get("is_observed") or msg["name"].endswith("_decentered"):
+def _in_scan(msg: dict) -> bool:
+    """A site of a ``numpyro.contrib.control_flow.scan`` body: scan hands it to the handlers
+    with its value already drawn, so it cannot be reparameterized from outside the body."""
+    return bool(msg.get("_control_flow_done")) or "_scan_current_index" in msg.get("infer", {})
+
+
+def _shape_params(site: dict) -> tuple[str, ...] | None:
+    """The shape parameters of a latent site of a real-valued location-scale family outside
+    a scan body (what LocScaleReparam copies unchanged); None for any other site. Works on
+    a message or on a trace's record of it."""
+    if site["type"] != "sample" or site.get("is_observed") or \
+            site["name"].endswith("_decentered") or _in_scan(site):
         return None
-    base = _base(msg["fn"])
+    base = _base(site["fn"])
     shape_params = FAMILIES.get(type(base))
     if shape_params is None or base.support is not constraints.real:
         return None
-    return LocScaleReparam(centered=None, shape_params=shape_params)
+    return shape_params
+
+
+def _reparameterizer(msg: dict, centered: float | None = None) -> LocScaleReparam | None:
+    """LocScaleReparam(centered) for a message of a site :func:`_shape_params` accepts,
+    unless its value is already set inside the model (a substitute or condition handler
+    within it); None otherwise."""
+    shape_params = _shape_params(msg)
+    if shape_params is None or msg.get("value") is not None:
+        return None
+    return LocScaleReparam(centered=centered, shape_params=shape_params)
 
 
 def learned_centering(model: Callable, sites: Iterable[str] | None = None) -> Callable:
@@ -70,7 +103,8 @@ def learned_centering(model: Callable, sites: Iterable[str] | None = None) -> Ca
     Args:
         model: a NumPyro model.
         sites: names of the latent sites to reparameterize; ``None``: every latent site of a
-            family in :data:`FAMILIES` (sites of other families are left alone).
+            family in :data:`FAMILIES` (sites of other families, and sites inside a
+            ``scan`` body, are left alone).
 
     Returns:
         a NumPyro model with the same arguments. Each reparameterized site ``z`` becomes a
@@ -80,7 +114,8 @@ def learned_centering(model: Callable, sites: Iterable[str] | None = None) -> Ca
     Raises:
         ArgumentError: ``sites`` is not a collection of names.
         SiteError: when the model first runs, a named site that does not exist, is
-            observed, or is not of a location-scale family with real support.
+            observed, is inside a ``scan`` body, or is not of a location-scale family with
+            real support.
 
     Example:
         >>> vip = vx.reparam.learned_centering(eight_schools.centered)
@@ -88,6 +123,70 @@ def learned_centering(model: Callable, sites: Iterable[str] | None = None) -> Ca
         >>> res.params["theta_centered"]          # ~0.04: nearly non-centered
         >>> draws = res.refine(num_samples=1000)  # NUTS at the learned parameterization
     """
+    return _centered_at(model, sites, None)
+
+
+def noncentered(model: Callable, sites: Iterable[str] | None = None) -> Callable:
+    """The model with each named location-scale latent in non-centered form:
+
+        z ~ F(loc, scale)   becomes   z_decentered ~ F(0, 1),  z = loc + scale * z_decentered,
+
+    the same joint distribution of z and the rest of the model, another geometry (the
+    centering c = 0 of :func:`learned_centering`).
+
+    Args:
+        model: a NumPyro model.
+        sites: names of the latent sites; ``None``: every latent site of a family in
+            :data:`FAMILIES` outside a ``scan`` body (:func:`hierarchical_sites` lists the
+            ones where the form matters).
+
+    Returns:
+        a NumPyro model with the same arguments; each named site ``z`` becomes a latent
+        ``z_decentered`` and a deterministic ``z``.
+
+    Raises:
+        ArgumentError, SiteError: as :func:`learned_centering`.
+
+    Example:
+        >>> nc = vx.reparam.noncentered(eight_schools.centered, sites=["theta"])
+        >>> res = vx.fit(nc, **eight_schools.data())   # draws carry theta and theta_decentered
+    """
+    return _centered_at(model, sites, 0.0)
+
+
+def hierarchical_sites(model: Callable, args: tuple = (), kwargs: dict | None = None,
+                       trace: dict | None = None) -> tuple[str, ...]:
+    """The latent sites of a location-scale family (outside a ``scan`` body) whose
+    distribution depends on another latent site: the sites whose centered and non-centered
+    forms differ by more than an affine map.
+
+    Dependencies are NumPyro's provenance analysis (``numpyro.infer.inspect.
+    get_dependencies``), on the model's own arguments.
+
+    Args:
+        model: a NumPyro model.
+        args, kwargs: its arguments (observations included).
+        trace: a prior trace of the model, if one is at hand (saves a run of the model: the
+            dependency analysis is skipped when no site could qualify).
+
+    Returns:
+        the site names, in the model's order; empty when there are none.
+    """
+    kwargs = dict(kwargs or {})
+    if trace is None:
+        with numpyro.validation_enabled(False):
+            trace = handlers.trace(handlers.seed(model, 0)).get_trace(*args, **kwargs)
+    candidates = [n for n, s in trace.items() if _shape_params(s) is not None]
+    if not candidates:
+        return ()
+    latent = {n for n, s in trace.items() if s["type"] == "sample" and not s.get("is_observed")}
+    with numpyro.validation_enabled(False):
+        deps = get_dependencies(model, tuple(args), kwargs)["prior_dependencies"]
+    return tuple(n for n in candidates if (set(deps.get(n, ())) - {n}) & latent)
+
+
+def _centered_at(model: Callable, sites: Iterable[str] | None, centered: float | None
+                 ) -> Callable:
     if not callable(model):
         raise ArgumentError("model", f"expected a NumPyro model (a function), got {model!r}.")
     if sites is not None:
@@ -98,7 +197,7 @@ def learned_centering(model: Callable, sites: Iterable[str] | None = None) -> Ca
     def config(msg):
         if sites is not None and msg["name"] not in sites:
             return None
-        rp = _reparameterizer(msg)
+        rp = _reparameterizer(msg, centered)
         if rp is None and sites is not None and msg["type"] == "sample":
             _refuse(msg)
         return rp
@@ -113,8 +212,8 @@ def learned_centering(model: Callable, sites: Iterable[str] | None = None) -> Ca
                  if s["type"] in ("sample", "deterministic")}
         missing = sorted(sites - names)
         if missing:
-            raise SiteError(missing[0], "is not a site of the model; learned_centering("
-                            f"sites=...) names sites the model has ({sorted(names)}).")
+            raise SiteError(missing[0], "is not a site of the model; sites=[...] names "
+                            f"sites the model has ({sorted(names)}).")
         return out
 
     return wrapped
@@ -123,8 +222,14 @@ def learned_centering(model: Callable, sites: Iterable[str] | None = None) -> Ca
 def _refuse(msg: dict) -> None:
     name = msg["name"]
     if msg.get("is_observed"):
-        raise SiteError(name, "is observed; learned centering applies to latent sites only.")
+        raise SiteError(name, "is observed; a centering applies to latent sites only.")
+    if _in_scan(msg):
+        raise SiteError(name, "is sampled inside a scan body, which NumPyro's reparam handler "
+                        "cannot reach from outside; write the non-centered form in the body.")
+    if msg.get("value") is not None:
+        raise SiteError(name, "has its value set inside the model (a substitute or condition "
+                        "handler within it): there is nothing to reparameterize.")
     base = _base(msg["fn"])
     families = ", ".join(f.__name__ for f in FAMILIES)
-    raise SiteError(name, f"is {type(base).__name__} with support {base.support}; learned "
+    raise SiteError(name, f"is {type(base).__name__} with support {base.support}; a "
                     f"centering needs a location-scale family with real support ({families}).")

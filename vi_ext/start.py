@@ -90,6 +90,8 @@ class Start(NamedTuple):
         reason: one sentence for a report.
         values: site name -> the chosen location on the constrained space (the value the
             site takes there), for any autoguide's ``init_loc_fn`` (:meth:`init_loc_fn`).
+        noncentered: the sites the default fit put in non-centered form (``reparam="auto"``:
+            that form won the race of :mod:`vi_ext.fit.forms`); empty: as written.
     """
 
     name: str
@@ -102,6 +104,7 @@ class Start(NamedTuple):
     seconds: float
     reason: str
     values: dict | None = None
+    noncentered: tuple = ()
 
     def init_loc_fn(self) -> Callable:
         """``init_to_value`` at the chosen locations: the start of any NumPyro autoguide

@@ -1,12 +1,16 @@
-"""Learned centering (vi_ext.reparam): which sites it touches, its errors, and refine at the
-learned parameterization matching reference NUTS on centered eight schools."""
+"""Learned centering and non-centered forms (vi_ext.reparam): which sites they touch, their
+errors, the non-centered joint density, and refine at the learned parameterization matching
+reference NUTS on centered eight schools."""
 
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
 from conftest import assert_matches_eight_schools_nuts
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpyro import handlers
+from numpyro.infer.util import log_density
 
 import vi_ext as vx
 from models import eight_schools
@@ -79,3 +83,48 @@ def test_refine_at_the_learned_parameterization_matches_reference_nuts(vip_fit):
     # the centered model at the learned c has the same posterior of mu, tau and theta
     r = vip_fit.refine(num_samples=500, num_chains=4, num_warmup=200, key=3, progress=False)
     assert_matches_eight_schools_nuts(r)
+
+
+def test_hierarchical_sites_are_those_whose_location_or_scale_depends_on_a_latent():
+    from models import time_series
+
+    assert vx.reparam.hierarchical_sites(mixed) == ("t", "v")
+    data = eight_schools.data()
+    assert vx.reparam.hierarchical_sites(eight_schools.centered, (), data) == ("theta",)
+    assert vx.reparam.hierarchical_sites(eight_schools.noncentered, (), data) == ()
+    # x0 ~ N(0, sigma / sqrt(1 - phi^2)) qualifies; x, drawn inside a scan body, cannot
+    assert vx.reparam.hierarchical_sites(time_series.model, (), time_series.data()) == ("x0",)
+
+
+@settings(max_examples=30, deadline=None)
+@given(family=st.sampled_from(["Normal", "StudentT", "Laplace", "Cauchy", "Logistic"]),
+       m=st.floats(-3, 3), s=st.floats(0.1, 3), z=st.floats(-4, 4))
+def test_noncentered_is_the_same_joint_density_up_to_its_jacobian(family, m, s, z):
+    # log p(m, s, z' ) non-centered = log p(m, s, z) as written + log |dz / dz'|, at
+    # z = m + s z': the same distribution of every site, for any family and any values
+    def fn(loc, scale):
+        if family == "StudentT":
+            return dist.StudentT(4.0, loc, scale)
+        return getattr(dist, family)(loc, scale)
+
+    def model():
+        loc = numpyro.sample("m", dist.Normal(0.0, 2.0))
+        scale = numpyro.sample("s", dist.LogNormal(0.0, 1.0))
+        numpyro.sample("z", fn(loc, scale))
+
+    nc = vx.reparam.noncentered(model, ["z"])
+    written, _ = log_density(model, (), {}, {"m": m, "s": s, "z": m + s * z})
+    other, _ = log_density(nc, (), {}, {"m": m, "s": s, "z_decentered": z})
+    assert np.isclose(float(other), float(written) + np.log(s), rtol=1e-5, atol=1e-4)
+
+
+def test_scan_sites_are_left_alone_and_named_when_asked_for():
+    from models import time_series
+
+    # (phi is drawn from N(0, 1): beyond 1 the stationary scale of x0 is NaN)
+    ar1 = handlers.substitute(time_series.model, data={"phi": 0.5})
+    tr = _trace(vx.reparam.learned_centering(ar1), **time_series.data())
+    assert tr["x"]["type"] == "sample" and "x0_decentered" in tr
+    with pytest.raises(vx.SiteError, match="scan") as e:
+        _trace(vx.reparam.noncentered(ar1, ["x"]), **time_series.data())
+    assert e.value.site == "x"

@@ -40,6 +40,8 @@ DEFAULT_NUM_STEPS = 20000
 DEFAULT_PARTICLES = 4
 #: the start choices of the default guide (or a vi_ext.start.Start)
 START_CHOICES = ("auto", "median")
+#: the reparameterization choices of the default fit (vi_ext.fit.fitter.choose_form)
+REPARAM_CHOICES = ("auto", None)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class FitConfig:
     init_params: Mapping[str, Any] | None = None
     stopping: Any = "auto"
     start: Any = "auto"
+    reparam: str | None = "auto"
     callbacks: Sequence[Callable] | Callable = ()
     callback_every: int | None = None
     checkpoint: str | os.PathLike | None = None
@@ -157,6 +160,10 @@ class FitConfig:
         as_key(self.key)
         self.resolved_stopping()
         check_start(self.start, self.guide)
+        if self.reparam not in REPARAM_CHOICES:
+            raise ArgumentError("reparam", f"expected one of {REPARAM_CHOICES}, got "
+                                f"{self.reparam!r}; to fit a form of your choosing, pass the "
+                                "model so written (vx.reparam.noncentered(model, sites)).")
         return self.replace(callbacks=_callbacks(self.callbacks))
 
 

@@ -10,7 +10,6 @@ compiled until ``run_chunk`` is first called.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -25,6 +24,8 @@ from numpyro.infer.initialization import init_to_median
 from vi_ext.data import Dataset, StreamPlates, as_dataset, check_scaled
 from vi_ext.errors import ArgumentError
 from vi_ext.fit.config import FitConfig, signature_with_options
+from vi_ext.fit.forms import race, race_steps
+from vi_ext.fit.plan import Plan
 from vi_ext.fit.step import FitState, init_state, make_step
 from vi_ext.keys import as_key
 from vi_ext.optim import averaged_params, plateau_adam
@@ -32,6 +33,7 @@ from vi_ext.params import constrain, param_sites, unconstrain
 from vi_ext.program.objective import Objective
 from vi_ext.program.sites import sample_sites
 from vi_ext.program.transform import check_estimators, initial_state, surrogate_fn
+from vi_ext.reparam import hierarchical_sites, noncentered
 from vi_ext.result import FitResult
 from vi_ext.sharding import (
     batch_sharding,
@@ -262,14 +264,53 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
         check_batch_size(mesh, dataset.batch_size)
     init_kwargs = {**model_kwargs, **first_batch}
 
-    start = None
-    start_params: dict = {}
-    if guide is None:
-        particles = objective.program.keywords.get("num_particles", 1) \
-            if isinstance(objective.program, functools.partial) else 1
+    setup = Setup(tuple(model_args), dict(model_kwargs), config, objective, estimators,
+                  dataset, mesh, first_batch, k_init, k_fit)
+    if guide is not None:
+        return assemble(setup, model, guide)
+
+    def with_default_guide(form):
         guide, start, start_params = default_guide(
-            model, model_args, init_kwargs, k_init, config.start, start_key=config.key,
-            budget=int(config.num_steps) * particles)
+            form, model_args, init_kwargs, k_init, config.start, start_key=config.key,
+            budget=int(config.num_steps) * objective.num_particles)
+        return assemble(setup, form, guide, start_params, start)
+
+    written = with_default_guide(model)
+    steps = race_steps(int(config.num_steps))
+    if config.reparam != "auto" or written.start is None or dataset is not None or not steps \
+            or config.init_params:
+        return written
+    sites = hierarchical_sites(model, model_args, init_kwargs)
+    if not sites:
+        return written
+    return race((written, with_default_guide(noncentered(model, sites))), sites, Plan(config),
+                steps)
+
+
+class Setup(NamedTuple):
+    """What :func:`build_from` resolved, shared by the fitters of a model's forms."""
+
+    model_args: tuple
+    model_kwargs: dict
+    config: FitConfig
+    objective: Objective
+    estimators: dict
+    dataset: Dataset | None
+    mesh: Mesh | None
+    first_batch: dict
+    k_init: jax.Array
+    k_fit: jax.Array
+
+
+def assemble(setup: Setup, model: Callable, guide: Callable, start_params: dict | None = None,
+             start: Start | None = None) -> Fitter:
+    """The :class:`Fitter` of ``model`` and ``guide``: parameters initialized
+    (``start_params`` and ``config.init_params`` over the sites' own), the guarded step,
+    the compiled chunk (not compiled yet)."""
+    (model_args, model_kwargs, config, objective, estimators, dataset, mesh, first_batch,
+     k_init, k_fit) = setup
+    start_params = start_params or {}
+    init_kwargs = {**model_kwargs, **first_batch}
     if dataset is not None:
         check_scaled(prior_trace(model, model_args, init_kwargs, k_init), dataset)
     optimizer = config.optimizer if config.optimizer is not None else plateau_adam()

@@ -16,7 +16,6 @@ parameters.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -24,7 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -36,6 +34,7 @@ from vi_ext.errors import ArgumentError, CallbackError
 from vi_ext.fit.config import FitConfig, FitsItself, refuse_options, signature_with_options
 from vi_ext.fit.diagnosis import raise_nonfinite
 from vi_ext.fit.fitter import Fitter, build_from
+from vi_ext.fit.plan import Plan
 from vi_ext.fit.step import FitState
 from vi_ext.result import FitResult
 from vi_ext.sharding import put_batches
@@ -69,6 +68,13 @@ def fit(model: Callable, *model_args: Any, config: FitConfig | None = None,
             prior medians, NumPyro's uniform start, a short fixed-draw ELBO fit from each; a few
             seconds, mostly compilation; recorded in ``FitResult.start``); ``"median"`` the prior
             medians, nothing chosen; or a :class:`vi_ext.start.Start`. Only with ``guide=None``.
+        reparam (str | None): ``"auto"`` (default): with the default guide and
+            ``start="auto"``, the model's hierarchical location-scale latents (a location or
+            scale that depends on another latent) are also tried in non-centered form, and
+            the form whose start scores the higher ELBO is fitted
+            (:func:`vi_ext.fit.fitter.choose_form`; ``FitResult.start.noncentered`` names the
+            sites, ``FitResult.model`` is the model fitted, and draws carry both ``z`` and
+            ``z_decentered``). ``None``: the model as written.
         objective (Objective | str | None): an objective from :mod:`vi_ext.objectives`, a
             user-written one, or a registered name (``"elbo"``: one particle). Default: the
             ELBO, with 4 particles for the default guide, with one for a guide of your own
@@ -147,41 +153,6 @@ def fit(model: Callable, *model_args: Any, config: FitConfig | None = None,
 
 
 fit.__signature__ = signature_with_options(fit)
-
-
-class Plan:
-    """How the loop cuts ``num_steps`` into chunks: one compiled length, and the steps of
-    each chunk cut so that checkpoints and callbacks fall exactly every k steps."""
-
-    def __init__(self, config: FitConfig):
-        num_steps = int(config.num_steps)
-        chunk = config.chunk_size or max(1, min(1000, math.ceil(num_steps / 100)))
-        self.checkpoint_every = config.checkpoint_every
-        if config.checkpoint is not None and self.checkpoint_every is None:
-            self.checkpoint_every = max(1, math.ceil(num_steps / 10))
-        self.everies = [e for e in (self.checkpoint_every,
-                                    config.callback_every if config.callbacks else None) if e]
-        if config.chunk_size is None:
-            chunk = min([chunk, *self.everies])
-        self.chunk = min(chunk, num_steps)
-        self.callback_every = config.callback_every or self.chunk
-        self.num_steps = num_steps
-        self._masks: dict[int, jax.Array] = {}
-
-    def active(self, n: int) -> jax.Array:
-        """The chunk's mask, ``[chunk]`` bools, the first ``n`` True (made once per n: a
-        fresh device array per chunk would cost a dispatch each)."""
-        mask = self._masks.get(n)
-        if mask is None:
-            mask = self._masks[n] = jnp.asarray(np.arange(self.chunk) < n)
-        return mask
-
-    def steps(self, start: int) -> int:
-        """Steps of the chunk that starts at ``start``."""
-        n = min(self.chunk, self.num_steps - start)
-        for every in self.everies:
-            n = min(n, every - start % every)
-        return n
 
 
 def _resume(config: FitConfig, state: FitState, losses: np.ndarray) -> tuple[FitState, int]:

@@ -26,6 +26,14 @@ class Objective(NamedTuple):
     program: Callable[..., Any]
     name: str = "objective"
 
+    @property
+    def num_particles(self) -> int:
+        """Guide draws per estimate, as far as the objective says: the ``num_particles``
+        its factory bound (``vx.objectives.elbo(4)``), else 1. Used to count a fit's
+        gradient evaluations, never to change how it is differentiated."""
+        keywords = getattr(self.program, "keywords", None) or {}
+        return int(keywords.get("num_particles", 1))
+
 
 def expectation(
     program: Callable[..., Any] | None = None, *, name: str | None = None

@@ -1,0 +1,77 @@
+"""The default fit's choice of form (vi_ext.fit.forms): the model as written or its
+hierarchical latents non-centered, by a short race of the two fits."""
+
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro import handlers
+from numpyro.infer.autoguide import AutoNormal
+
+import vi_ext as vx
+from models import funnel
+from vi_ext.fit import build
+from vi_ext.fit.forms import MAX_RACE_STEPS, MIN_RACE_STEPS, race_steps
+
+
+def test_race_steps_are_a_share_of_the_fit_bounded_both_ways():
+    assert race_steps(20000) == MAX_RACE_STEPS
+    assert race_steps(100000) == MAX_RACE_STEPS
+    assert race_steps(16000) == 800
+    assert race_steps(int(MIN_RACE_STEPS / 0.05)) == MIN_RACE_STEPS
+    # shorter races mislead: at 200 steps the funnel's non-centered fit is still widening
+    # its scales from the start's 0.1 while the centered one has settled in the neck
+    assert race_steps(int(MIN_RACE_STEPS / 0.05) - 20) == 0
+
+
+def test_the_funnel_is_fitted_non_centered():
+    # the funnel: x | v ~ N(0, e^(v/2)); non-centered it is a standard Gaussian. build()
+    # runs the race (it is setup); the loop is not needed to see its verdict
+    fitter = build(funnel.model, num_steps=10000, key=0)
+    assert fitter.start.noncentered == ("x",)
+    assert fitter.start.reason.startswith("non-centered x: loss"), fitter.start.reason
+    # the race is charged to the start: both starts and 2 x 500 steps x 4 particles
+    assert fitter.start.gradient_evaluations >= 2 * 500 * 4
+    # the fitted model samples x_decentered and keeps x = e^(v/2) x_decentered, so draws
+    # (res.sample) carry both
+    tr = handlers.trace(handlers.seed(fitter.model, 1)).get_trace()
+    assert tr["x_decentered"]["type"] == "sample" and tr["x"]["type"] == "deterministic"
+    np.testing.assert_allclose(tr["x"]["value"], np.exp(tr["v"]["value"] / 2.0)
+                               * tr["x_decentered"]["value"], rtol=1e-5)
+
+
+def _pinned(y=None):
+    # four groups, each pinned down by 20 precise observations: the centered form is the
+    # near-Gaussian one here, and the race keeps it
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = numpyro.sample("tau", dist.HalfNormal(5.0))
+    with numpyro.plate("groups", 4):
+        theta = numpyro.sample("theta", dist.Normal(mu, tau))
+    with numpyro.plate("obs", 80):
+        numpyro.sample("y", dist.Normal(theta[np.arange(80) % 4], 0.1), obs=y)
+
+
+def test_a_model_pinned_by_its_data_stays_as_written():
+    y = np.repeat(np.array([[-2.0, 0.5, 1.0, 3.0]]), 20, 0).ravel() + \
+        0.1 * np.random.default_rng(0).normal(size=80)
+    fitter = build(_pinned, num_steps=10000, key=0, y=y)
+    assert fitter.start.noncentered == (), fitter.start.reason
+    assert fitter.start.reason.startswith("as written (not non-centered theta)")
+
+
+def test_no_race_for_a_model_with_no_hierarchy_reparam_none_or_a_guide_of_ones_own():
+    def flat(y=None):
+        z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+        numpyro.sample("y", dist.Normal(z, 1.0), obs=y)
+
+    assert "race" not in build(flat, num_steps=10000, key=0, y=0.3).start.reason
+    written = build(funnel.model, num_steps=10000, key=0, reparam=None)
+    assert written.start.noncentered == () and "race" not in written.start.reason
+    own = build(funnel.model, guide=AutoNormal(funnel.model), num_steps=10000, key=0)
+    assert own.start is None and not hasattr(own.model, "__wrapped__")
+
+
+def test_a_bad_reparam_is_named():
+    with pytest.raises(vx.ArgumentError) as e:
+        vx.fit(funnel.model, reparam="noncentered", progress=False)
+    assert e.value.argument == "reparam"
