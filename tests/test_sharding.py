@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import stream_fit
+from numpyro.infer.autoguide import AutoNormal
 
 import vi_ext as vx
 from models import logistic_regression as lr
@@ -40,31 +41,36 @@ _SHARDED = textwrap.dedent("""
     import vi_ext as vx
     from vi_ext.fit import build
     from vi_ext.sharding import put_batches
+    from numpyro.infer.autoguide import AutoNormal
     from models import logistic_regression as lr, eight_schools as es
     assert len(jax.devices()) == 4
     d = lr.data()
+    # a mean-field guide of its own: what is tested is the sharding, not the default guide
+    # (whose start and 4-particle full-rank step doubled this test's time)
+    g = AutoNormal(lr.model)
     kw = dict(data={"X": d["X"][:256], "y": d["y"][:256]}, batch_size=64, num_data=256,
-              num_steps=40, progress=False)
+              num_steps=40, progress=False, guide=g)
     one, four = vx.fit(lr.model, **kw), vx.fit(lr.model, devices=4, **kw)
     for k in one.params:
         np.testing.assert_allclose(one.params[k], four.params[k], rtol=1e-5, atol=1e-5)
-    f = build(lr.model, data=kw["data"], batch_size=64, num_data=256, devices=4)
+    f = build(lr.model, data=kw["data"], batch_size=64, num_data=256, devices=4, guide=g)
     b = put_batches(f.dataset.arrays, f.dataset.chunk_rows(0, 5, 5), f.mesh)
     assert b["X"].addressable_shards[0].data.shape == (5, 16, 30)
     hlo = f.run_chunk.lower(f.init_state, jnp.ones(5, bool), b).compile().as_text()
     assert "num_partitions=4" in hlo and "all-reduce" in hlo
-    kw = dict(objective=vx.objectives.iwae(8), num_steps=30, progress=False, **es.data())
+    kw = dict(objective=vx.objectives.iwae(8), num_steps=30, progress=False,
+              guide=AutoNormal(es.model), **es.data())
     one, four = vx.fit(es.model, **kw), vx.fit(es.model, devices=4, **kw)
     for k in one.params:
         np.testing.assert_allclose(one.params[k], four.params[k], rtol=1e-5, atol=1e-5)
     stream = dict(data={"X": d["X"][:256], "y": d["y"][:256]}, num_data=256,
                   progress=False)
     mesh = jax.make_mesh((2, 2), ("data", "particles"))
-    two = vx.fit(lr.model, mesh=mesh, batch_size=64, num_steps=20,
+    two = vx.fit(lr.model, mesh=mesh, batch_size=64, num_steps=20, guide=g,
                  objective=vx.objectives.iwae(4), **stream)
     assert all(np.all(np.isfinite(v)) for v in two.params.values())
     try:
-        vx.fit(lr.model, devices=4, batch_size=30, num_steps=2, **stream)
+        vx.fit(lr.model, devices=4, batch_size=30, num_steps=2, guide=g, **stream)
     except vx.ArgumentError as e:
         assert "'batch_size'" in str(e) and "multiple of 4" in str(e), e
     else:
@@ -88,13 +94,15 @@ _PROCESS = textwrap.dedent("""
     jax.distributed.initialize(f"localhost:{sys.argv[2]}", num_processes=2,
                                process_id=int(sys.argv[1]))
     import numpy as np
+    from numpyro.infer.autoguide import AutoNormal
     import vi_ext as vx
     from models import logistic_regression as lr
     assert jax.process_count() == 2 and jax.device_count() == 4
     d = lr.data()
     mesh = jax.make_mesh((jax.device_count(),), ("data",))
     res = vx.fit(lr.model, data={"X": d["X"][:256], "y": d["y"][:256]}, batch_size=64,
-                 num_data=256, num_steps=40, progress=False, mesh=mesh)
+                 num_data=256, num_steps=40, progress=False, mesh=mesh,
+                 guide=AutoNormal(lr.model))
     print(json.dumps({k: np.asarray(v).tolist() for k, v in res.params.items()}))
 """)
 
@@ -118,7 +126,7 @@ def test_two_processes_fit_as_one_host_does():
     params = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
     d = lr.data()
     one = vx.fit(lr.model, data={"X": d["X"][:256], "y": d["y"][:256]}, batch_size=64,
-                 num_data=256, num_steps=40, progress=False)
+                 num_data=256, num_steps=40, progress=False, guide=AutoNormal(lr.model))
     for k, v in one.params.items():
         for p in params:
             np.testing.assert_allclose(np.asarray(p[k]), np.asarray(v), rtol=1e-5, atol=1e-5)
