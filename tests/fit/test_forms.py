@@ -75,3 +75,18 @@ def test_a_bad_reparam_is_named():
     with pytest.raises(vx.ArgumentError) as e:
         vx.fit(funnel.model, reparam="noncentered", progress=False)
     assert e.value.argument == "reparam"
+
+
+def test_a_resumed_fit_continues_in_its_checkpoints_form(tmp_path):
+    # written by a fit too short to race (as written); resumed with num_steps that would
+    # race (and choose the non-centered form): it stays as written and continues exactly
+    path = str(tmp_path / "funnel.npz")
+    first = vx.fit(funnel.model, num_steps=50, key=0, progress=False, stopping=None,
+                   checkpoint=path)
+    assert first.start.noncentered == ()
+    res = vx.fit(funnel.model, num_steps=10000, key=0, progress=False, resume=path,
+                 stopping=None, callbacks=[lambda step, state, loss: True], callback_every=1)
+    assert res.start.noncentered == ()
+    assert res.start.reason.startswith("as written: the form of the checkpoint resumed")
+    np.testing.assert_array_equal(res.losses[:50], first.losses)
+    assert len(res.losses) == 51

@@ -21,10 +21,11 @@ from numpyro import handlers
 from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
 from numpyro.infer.initialization import init_to_median
 
+from vi_ext.checkpoint import read as read_checkpoint
 from vi_ext.data import Dataset, StreamPlates, as_dataset, check_scaled
 from vi_ext.errors import ArgumentError
 from vi_ext.fit.config import FitConfig, signature_with_options
-from vi_ext.fit.forms import race, race_steps
+from vi_ext.fit.forms import race, race_steps, resumed
 from vi_ext.fit.plan import Plan
 from vi_ext.fit.step import FitState, init_state, make_step
 from vi_ext.keys import as_key
@@ -283,8 +284,12 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
     sites = hierarchical_sites(model, model_args, init_kwargs)
     if not sites:
         return written
-    return race((written, with_default_guide(noncentered(model, sites))), sites, Plan(config),
-                steps)
+    pair = (written, with_default_guide(noncentered(model, sites)))
+    if config.resume is not None:
+        # a resumed fit continues in its checkpoint's form (a mismatch: the loop names it)
+        meta = read_checkpoint(config.resume)[0]
+        return resumed(pair, sites, meta.get("info", {}).get("params", ())) or written
+    return race(pair, sites, Plan(config), steps)
 
 
 class Setup(NamedTuple):

@@ -15,7 +15,9 @@ both bound the same evidence) is lower over the second half of the race, by at l
 :data:`MARGIN` standard errors; otherwise the model as written. The chosen fit then starts
 again from step 0 (the race's steps are charged to its start, not added to its losses), so
 a fit is the same whether or not it raced. ``k`` is :func:`race_steps`: 5% of ``num_steps``,
-at most 1000; no race below 100.
+at most 1000; no race below 500. A resumed fit does not race: it continues in the form its
+checkpoint was written in (:func:`resumed`), whatever a race would say at its new
+``num_steps``.
 
 Why a race and not the start's cheap score: the start's candidates are mean-field Gaussians
 fitted for 300 steps, and their ELBO prefers the centered funnel's neck (eight schools:
@@ -81,6 +83,19 @@ def lap(fitter: Any, plan: Plan, steps: int) -> Lap:
     if tail.size < 2:
         return Lap(float("inf"), float("inf"), int(tail.size))
     return Lap(float(np.mean(tail)), float(np.std(tail) / np.sqrt(tail.size)), int(tail.size))
+
+
+def resumed(fitters: Sequence[Any], sites: Sequence[str], params: Sequence[str]) -> Any:
+    """The fitter of (as written, non-centered at ``sites``) whose parameter names are
+    ``params``, a checkpoint's, with its start saying so; None when neither's are."""
+    for fitter, noncentered in zip(fitters, (False, True), strict=True):
+        if sorted(fitter.constraints) == sorted(params):
+            s = fitter.start
+            form = f"non-centered {', '.join(sites)}" if noncentered else "as written"
+            return fitter._replace(start=s._replace(
+                noncentered=tuple(sites) if noncentered else (),
+                reason=f"{form}: the form of the checkpoint resumed; start: {s.reason}"))
+    return None
 
 
 def race(fitters: Sequence[Any], sites: Sequence[str], plan: Plan, steps: int) -> Any:
