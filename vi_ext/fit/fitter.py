@@ -10,6 +10,7 @@ compiled until ``run_chunk`` is first called.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -281,7 +282,13 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
     if config.reparam != "auto" or written.start is None or dataset is not None or not steps \
             or config.init_params:
         return written
-    sites = hierarchical_sites(model, model_args, init_kwargs)
+    try:
+        sites = hierarchical_sites(model, model_args, init_kwargs)
+    except Exception as e:  # noqa: BLE001 - an analysis the fit can do without
+        warnings.warn(f"reparam='auto': NumPyro's dependency analysis could not trace the "
+                      f"model ({type(e).__name__}: {str(e)[:200]}); it is fitted as written. "
+                      "Pass reparam=None to skip the analysis.", RuntimeWarning, stacklevel=4)
+        sites = ()
     if not sites:
         return written
     pair = (written, with_default_guide(noncentered(model, sites)))
