@@ -177,7 +177,8 @@ def part_step_time(quick):
             s0 = svi.init(jax.random.PRNGKey(0), **kw)
             np_scan = jax.jit(lambda st, svi=svi, kw=kw: jax.lax.scan(
                 lambda s, _: svi.update(s, **kw), st, None, length=steps))
-            fitter = build(model, objective=ours, optimizer=optax.adam(1e-2), key=0, **kw)
+            fitter = build(model, guide=AutoNormal(model), objective=ours,
+                           optimizer=optax.adam(1e-2), stopping=None, key=0, **kw)
             active = jnp.ones(steps, bool)
             fns = {"vi_ext": lambda st, f=fitter, a=active: f.run_chunk(st, a),
                    "numpyro_scan": np_scan}

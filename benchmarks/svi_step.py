@@ -66,7 +66,10 @@ def bench_numpyro(model, kwargs, steps):
 
 
 def bench_vi_ext(model, kwargs, steps):
-    fitter = build(model, optimizer=optax.adam(LR), key=0, **kwargs)
+    # the same work as NumPyro's side: AutoNormal, one particle, no stopping rule (fit's
+    # defaults are a full-rank guide, 4 particles and a stationarity test)
+    fitter = build(model, guide=AutoNormal(model), objective=vx.objectives.elbo(),
+                   optimizer=optax.adam(LR), stopping=None, key=0, **kwargs)
     active = jnp.ones(steps, bool)
 
     def run(st):
@@ -112,7 +115,9 @@ def run_model(name, model, kwargs, steps, repeats):
         paired.append(pair["vi_ext"] / pair["numpyro_scan"])
 
     # end to end through vx.fit (compile included, and separately the loop time)
-    t_fit, res = timed(lambda: vx.fit(model, optimizer=optax.adam(LR), num_steps=steps,
+    t_fit, res = timed(lambda: vx.fit(model, guide=AutoNormal(model),
+                                      objective=vx.objectives.elbo(), stopping=None,
+                                      optimizer=optax.adam(LR), num_steps=steps,
                                       progress=False, chunk_size=min(steps, 1000), **kwargs))
     med = {k: float(np.median(v)) for k, v in times.items()}
     t_vx_steady = med["vi_ext"] * steps
