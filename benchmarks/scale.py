@@ -36,9 +36,11 @@ Devices: vi_ext at N = 1e6 with ``devices=1, 2, 4`` simulated CPU devices
 machine's 2 cores, so they show that the sharded program runs and what it costs, not a
 speed-up.
 
-Medians over ``--repeats`` runs. **Targets: throughput at least the best NumPyro loop's
-(``numpyro_scan``); memory flat in N; a sharded step that compiles to one program, with no
-host round trip per device.**
+Medians over ``--repeats`` runs; the headline ratio is the median over repeats of the
+paired ratio vi_ext / peer (each repeat runs every method once, back to back), which a
+drift of the machine's speed across repeats does not bias. **Targets: throughput at least
+the best NumPyro loop's (``numpyro_scan``); memory flat in N; a sharded step that compiles
+to one program, with no host round trip per device.**
 
 Run from the repository root: ``python benchmarks/scale.py [--quick]``. The data go to
 ``--data-dir`` (default /tmp/vi_ext_scale; 4.4 GB at full size).
@@ -312,6 +314,13 @@ def main() -> None:
             row[m]["runs"] = runs[m]
         for m in methods[1:]:
             row[f"throughput_ratio_vs_{m}"] = row["vi_ext"]["throughput"] / row[m]["throughput"]
+            # paired: each repeat runs vi_ext and m back to back, so a drift of the machine's
+            # speed over the repeats (seen here: the same method 30% slower by the fifth)
+            # hits both sides of a pair alike
+            pairs = [a["throughput"] / b["throughput"]
+                     for a, b in zip(row["vi_ext"]["runs"], row[m]["runs"], strict=False)]
+            if pairs:
+                row[f"throughput_ratio_paired_vs_{m}"] = float(np.median(pairs))
         results["sizes"][str(N)] = row
     N = sizes[1]
     paths = lr.generate(os.path.join(args.data_dir, str(N)), N)
