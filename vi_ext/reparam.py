@@ -165,7 +165,8 @@ def hierarchical_sites(model: Callable, args: tuple = (), kwargs: dict | None = 
 
     Args:
         model: a NumPyro model.
-        args, kwargs: its arguments (observations included).
+        args: its positional arguments.
+        kwargs: its keyword arguments (observations included).
         trace: a prior trace of the model, if one is at hand (saves a run of the model: the
             dependency analysis is skipped when no site could qualify).
 
