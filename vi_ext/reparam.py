@@ -1,5 +1,5 @@
 """Centered and non-centered forms of a model: a centering learned by the fit (used by NUTS),
-or the non-centered form chosen by the default fit's start.
+or the non-centered form the default fit races against the model as written.
 
 A latent z ~ F(loc, scale) of a location-scale family F (Normal, Laplace, Cauchy, Logistic,
 Gumbel, StudentT) can be sampled partially centered (Gorinova, Moore & Hoffman, 2020):
@@ -23,10 +23,10 @@ about 16-fold (benchmarks/refine.py).
 the sites where the choice matters: the location-scale latents whose location or scale
 depends on another latent (for a site with a constant location and scale the two forms
 differ by an affine map, which a Gaussian guide absorbs). ``vx.fit(model)`` with the default
-guide scores the model as written and its non-centered form by the same cheap ELBO that
-chooses its start, and fits the better (``reparam="auto"``, :func:`vi_ext.fit.default_guide`).
-It does not learn c during the fit: where the best c is 0 or 1 (Neal's funnel, a banana) its
-logit drifts towards infinity at every step, and no stationarity test can say the fit has
+guide runs a short race of the default fit of the model as written against that of its
+non-centered form, and fits the better (``reparam="auto"``, :mod:`vi_ext.fit.forms`). It does
+not learn c during the fit: where the best c is 0 or 1 (Neal's funnel, a banana) its logit
+drifts towards infinity at every step, and no stationarity test can say the fit has
 converged.
 
 Reference:
