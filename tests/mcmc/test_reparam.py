@@ -58,6 +58,18 @@ def test_a_site_that_cannot_be_centered_is_named(sites, error, name, match):
     assert e.value.site == name
 
 
+@pytest.mark.parametrize("sites, name, match", [(["nope"], "nope", "not a site of the model"),
+                                               (["x"], "x", "observed"),
+                                               (["s"], "s", "Gamma")])
+def test_noncentered_names_a_site_it_cannot_take(sites, name, match):
+    with pytest.raises(vx.SiteError, match=match) as e:
+        _trace(vx.reparam.noncentered(mixed, sites=sites))
+    assert e.value.site == name
+    with pytest.raises(vx.ArgumentError) as e:
+        vx.reparam.noncentered(mixed, sites="v")
+    assert e.value.argument == "sites"
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(vx.ArgumentError) as e:
         vx.reparam.learned_centering(mixed, sites="v")

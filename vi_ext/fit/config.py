@@ -40,7 +40,7 @@ DEFAULT_NUM_STEPS = 20000
 DEFAULT_PARTICLES = 4
 #: the start choices of the default guide (or a vi_ext.start.Start)
 START_CHOICES = ("auto", "median")
-#: the reparameterization choices of the default fit (vi_ext.fit.fitter.choose_form)
+#: the reparameterization choices of the default fit (the race of vi_ext.fit.forms)
 REPARAM_CHOICES = ("auto", None)
 
 

@@ -163,7 +163,7 @@ def start_options(budget: int | None, saa_draws: int = 8) -> dict:
 
 def default_guide(model: Callable, args: tuple, kwargs: dict, key: jax.Array,
                   start: Any = "auto", start_key: Any = None,
-                  budget: int | None = None) -> DefaultGuide:
+                  budget: int | None = None, trace: dict | None = None) -> DefaultGuide:
     """The guide of ``fit(model)``: a Gaussian on the unconstrained latents, full-rank
     (``AutoMultivariateNormal``) up to :data:`MAX_FULL_RANK` dimensions, mean-field
     (``AutoNormal``) beyond, started where ``start`` says:
@@ -179,9 +179,11 @@ def default_guide(model: Callable, args: tuple, kwargs: dict, key: jax.Array,
 
     Sites that the model's density sums out (marked for enumeration) are hidden from the
     guide (and the start is the prior medians: the candidates' ELBO needs every latent
-    continuous); any other discrete latent is refused by name.
+    continuous); any other discrete latent is refused by name. ``trace``: the model's prior
+    trace at ``key``, if the caller has it.
     """
-    trace = prior_trace(model, args, kwargs, key)
+    if trace is None:
+        trace = prior_trace(model, args, kwargs, key)
     enumerated = refuse_discrete(trace,
                                  lambda site: _AUTONORMAL_ADVICE.format(name=site["name"]),
                                  allow_enumerated=True)
@@ -271,19 +273,21 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
     if guide is not None:
         return assemble(setup, model, guide)
 
-    def with_default_guide(form):
+    def with_default_guide(form, trace=None):
         guide, start, start_params = default_guide(
             form, model_args, init_kwargs, k_init, config.start, start_key=config.key,
-            budget=int(config.num_steps) * objective.num_particles)
-        return assemble(setup, form, guide, start_params, start)
+            budget=int(config.num_steps) * objective.num_particles, trace=trace)
+        return assemble(setup, form, guide, start_params, start, trace)
 
-    written = with_default_guide(model)
+    # one prior trace of the model as written, for its default guide and the analysis below
+    trace = prior_trace(model, model_args, init_kwargs, k_init)
+    written = with_default_guide(model, trace)
     steps = race_steps(int(config.num_steps))
     if config.reparam != "auto" or written.start is None or dataset is not None or not steps \
             or config.init_params:
         return written
     try:
-        sites = hierarchical_sites(model, model_args, init_kwargs)
+        sites = hierarchical_sites(model, model_args, init_kwargs, trace)
     except Exception as e:  # noqa: BLE001 - an analysis the fit can do without
         warnings.warn(f"reparam='auto': NumPyro's dependency analysis could not trace the "
                       f"model ({type(e).__name__}: {str(e)[:200]}); it is fitted as written. "
@@ -315,16 +319,19 @@ class Setup(NamedTuple):
 
 
 def assemble(setup: Setup, model: Callable, guide: Callable, start_params: dict | None = None,
-             start: Start | None = None) -> Fitter:
+             start: Start | None = None, trace: dict | None = None) -> Fitter:
     """The :class:`Fitter` of ``model`` and ``guide``: parameters initialized
     (``start_params`` and ``config.init_params`` over the sites' own), the guarded step,
-    the compiled chunk (not compiled yet)."""
+    the compiled chunk (not compiled yet). ``trace``: the model's prior trace at the setup's
+    ``k_init``, if the caller has it (streamed data are checked on it)."""
     (model_args, model_kwargs, config, objective, estimators, dataset, mesh, first_batch,
      k_init, k_fit) = setup
     start_params = start_params or {}
     init_kwargs = {**model_kwargs, **first_batch}
     if dataset is not None:
-        check_scaled(prior_trace(model, model_args, init_kwargs, k_init), dataset)
+        if trace is None:
+            trace = prior_trace(model, model_args, init_kwargs, k_init)
+        check_scaled(trace, dataset)
     optimizer = config.optimizer if config.optimizer is not None else plateau_adam()
 
     values, cons = param_sites(model, guide, model_args, init_kwargs, k_init, estimators)

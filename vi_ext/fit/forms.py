@@ -60,12 +60,11 @@ def race_steps(num_steps: int) -> int:
 
 
 class Lap(NamedTuple):
-    """One form's run in the race: the mean loss over the second half of its steps, the
-    standard error of that mean, and the finite losses it counted."""
+    """One form's run in the race: the mean loss over the second half of its steps and the
+    standard error of that mean (over its finite losses)."""
 
     mean: float
     se: float
-    count: int
 
 
 def lap(fitter: Any, plan: Plan, steps: int) -> Lap:
@@ -81,8 +80,8 @@ def lap(fitter: Any, plan: Plan, steps: int) -> Lap:
     tail = np.concatenate(losses)[steps // 2:]
     tail = tail[np.isfinite(tail)]
     if tail.size < 2:
-        return Lap(float("inf"), float("inf"), int(tail.size))
-    return Lap(float(np.mean(tail)), float(np.std(tail) / np.sqrt(tail.size)), int(tail.size))
+        return Lap(float("inf"), float("inf"))
+    return Lap(float(np.mean(tail)), float(np.std(tail) / np.sqrt(tail.size)))
 
 
 def resumed(fitters: Sequence[Any], sites: Sequence[str], params: Sequence[str]) -> Any:
