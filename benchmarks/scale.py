@@ -130,7 +130,9 @@ def _numpyro_hand_loop(paths: dict, seed: int, N: int):
 
     from models import logistic_regression as lr
 
-    Xm, ym = np.load(paths["X"], mmap_mode="r"), np.load(paths["y"], mmap_mode="r")
+    # np.asarray: the memory maps as plain arrays (np.take of a np.memmap returns its subclass)
+    Xm = np.asarray(np.load(paths["X"], mmap_mode="r"))
+    ym = np.asarray(np.load(paths["y"], mmap_mode="r"))
     rng = np.random.default_rng(seed)
     per_epoch = N // BATCH
     svi = SVI(lr.model, AutoNormal(lr.model), optax.adam(1e-2), Trace_ELBO())
@@ -229,8 +231,8 @@ def worker(cfg: dict) -> dict:
 
             def gather():
                 rows = np.concatenate([next_rows() for _ in range(CHUNK)])
-                return (jax.device_put(Xm[rows].reshape(CHUNK, BATCH, -1)),
-                        jax.device_put(ym[rows].reshape(CHUNK, BATCH)))
+                return (jax.device_put(np.take(Xm, rows, axis=0).reshape(CHUNK, BATCH, -1)),
+                        jax.device_put(np.take(ym, rows, axis=0).reshape(CHUNK, BATCH)))
 
             batch = gather()
             while len(times) < 2 or times[-1] - times[1] <= seconds:
@@ -246,7 +248,8 @@ def worker(cfg: dict) -> dict:
             while len(times) < 2 or times[-1] - times[1] <= seconds:
                 for _ in range(CHUNK):
                     rows = next_rows()
-                    state, loss = update(state, Xm[rows], ym[rows], N)
+                    state, loss = update(state, np.take(Xm, rows, axis=0),
+                                         np.take(ym, rows, axis=0), N)
                 loss.block_until_ready()
                 times.append(time.perf_counter())
             out["final_loss"] = float(loss)

@@ -107,6 +107,27 @@ def test_the_computed_epoch_order_is_a_permutation(n):
         np.testing.assert_array_equal(permute(np.arange(50, 90), n, keys), order[50:90])
 
 
+def test_the_64_bit_network_beyond_2_to_the_32_rows_is_consistent():
+    n = 2**33 + 5   # too many rows to enumerate: distinct, in range, one function of position
+    keys = round_keys((1, 2), 0)
+    order = permute(np.arange(20_000), n, keys)
+    assert len(np.unique(order)) == 20_000 and order.min() >= 0 and order.max() < n
+    np.testing.assert_array_equal(permute(np.arange(700, 900), n, keys), order[700:900])
+
+
+def test_rows_gathered_into_aligned_buffers_are_the_rows():
+    from vi_ext.data import BatchBuffers, take_rows
+
+    a = np.arange(60.0, dtype=np.float32).reshape(20, 3)
+    bufs = BatchBuffers({"a": a}, (2, 4))
+    first, second = bufs.next()["a"], bufs.next()["a"]
+    assert first.ctypes.data % 64 == 0 and second.ctypes.data != first.ctypes.data
+    assert bufs.next()["a"].ctypes.data == first.ctypes.data   # in turn
+    rows = np.array([[0, 5, 7, 19], [3, 3, 2, 1]])
+    np.testing.assert_array_equal(take_rows(a, rows, first), a[rows])
+    np.testing.assert_array_equal(take_rows(a, rows), a[rows])
+
+
 def test_a_fortran_ordered_or_non_array_file_is_refused(tmp_path):
     np.save(tmp_path / "f.npy", np.asfortranarray(np.zeros((10, 3))))
     with pytest.raises(vx.ArgumentError, match="Fortran"):

@@ -111,13 +111,17 @@ def check_batch_size(mesh: Mesh, batch_size: int) -> None:
             f"mesh axis '{DATA_AXIS}': use a multiple of {n}.")
 
 
-def put_batches(arrays: Mapping[str, Any], rows: np.ndarray, mesh: Mesh | None) -> dict:
+def put_batches(arrays: Mapping[str, Any], rows: np.ndarray, mesh: Mesh | None,
+                out: Mapping[str, np.ndarray] | None = None) -> dict:
     """Gather ``rows`` (``[steps, B]`` indices) of each array onto the devices.
 
     With a mesh, each process reads only the rows of its addressable devices' shards.
+    Without one, the rows are gathered into ``out`` (name -> host buffer, see
+    :class:`vi_ext.data.BatchBuffers`) if given, else into new arrays.
     """
     if mesh is None:
-        return {k: jax.device_put(take_rows(a, rows)) for k, a in arrays.items()}
+        return {k: jax.device_put(take_rows(a, rows, None if out is None else out[k]))
+                for k, a in arrays.items()}
     sharding = batch_sharding(mesh)
 
     def one(a):

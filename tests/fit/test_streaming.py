@@ -48,6 +48,27 @@ def test_a_streamed_fit_resumes_bit_for_bit(small, streamed, tmp_path):
     np.testing.assert_array_equal(streamed.losses, resumed.losses)
 
 
+def test_host_buffers_reused_across_chunks_stream_the_same_fit(small, streamed, monkeypatch):
+    # 12 chunks through two host buffers per array: the gather of chunk k+2 overwrites
+    # chunk k's, and the device aliases them (CPU): the fit must not see it
+    from vi_ext.data import BatchBuffers
+    from vi_ext.fit import loop
+
+    handed = []
+
+    class Counted(BatchBuffers):
+        def next(self):
+            out = super().next()
+            handed.append(out["X"].ctypes.data)
+            return out
+
+    monkeypatch.setattr(loop, "BatchBuffers", Counted)
+    chunked = stream_fit(*small, chunk_size=5)
+    assert len(handed) >= 12 and len(set(handed)) == 2
+    _same(streamed, chunked)
+    np.testing.assert_array_equal(streamed.losses, chunked.losses)
+
+
 def test_an_epoch_of_minibatch_gradients_averages_to_the_full_data_gradient(small):
     """With the same guide draw, the N / B-scaled minibatch loss and gradient, averaged over
     the B-row batches of one epoch (B divides N), equal the full-data ones."""

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from vi_ext.checkpoint import CheckpointError
 from vi_ext.checkpoint import load as load_checkpoint
 from vi_ext.checkpoint import save as save_checkpoint
-from vi_ext.data import Prefetcher
+from vi_ext.data import BatchBuffers, Prefetcher
 from vi_ext.errors import ArgumentError, CallbackError
 from vi_ext.fit.config import FitConfig, FitsItself, refuse_options, signature_with_options
 from vi_ext.fit.diagnosis import raise_nonfinite
@@ -191,8 +191,13 @@ def run(fitter: Fitter, config: FitConfig) -> FitResult:
 
     prefetch = None
     if fitter.dataset is not None:
-        prefetch = Prefetcher(fitter.dataset, plan.chunk,
-                              lambda rows: put_batches(fitter.dataset.arrays, rows, fitter.mesh))
+        arrays, mesh = fitter.dataset.arrays, fitter.mesh
+        # one chunk in flight at a time (its results are read below before the chunk after
+        # next is gathered): two host buffers per array serve every chunk
+        buffers = None if mesh is not None else BatchBuffers(
+            arrays, (plan.chunk, fitter.dataset.batch_size))
+        prefetch = Prefetcher(fitter.dataset, plan.chunk, lambda rows: put_batches(
+            arrays, rows, mesh, None if buffers is None else buffers.next()))
     t0 = time.perf_counter()
     bar = tqdm(total=num_steps, initial=done, disable=not config.progress,
                desc=f"fit ({objective.name})", dynamic_ncols=True)
