@@ -1,5 +1,5 @@
-"""Minibatches: epoch orders, stored and computed permutations, the prefetcher, .npy files
-(vi_ext.data)."""
+"""Minibatches: epoch orders, stored and computed permutations (vi_ext.orders), the
+prefetcher, host buffers, .npy files (vi_ext.data)."""
 
 
 import jax
@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vi_ext as vx
-from vi_ext.data import Prefetcher, as_dataset, open_npy, permute, round_keys
+from vi_ext.data import Prefetcher, as_dataset, open_npy
+from vi_ext.orders import permute, round_keys
 
 
 def test_every_row_once_per_epoch_and_the_order_is_reproducible(small):
@@ -47,9 +48,9 @@ def test_the_prefetcher_hands_over_the_batches_asked_for():
 
 
 def test_rows_computed_ahead_on_a_thread_are_the_rows_asked_for(monkeypatch):
-    from vi_ext import data
+    from vi_ext import orders
 
-    monkeypatch.setattr(data, "STORED_ORDER_MAX_ROWS", 10)   # computed orders: rows ahead
+    monkeypatch.setattr(orders, "STORED_ORDER_MAX_ROWS", 10)   # computed orders: rows ahead
     ds = as_dataset({"a": np.arange(40.0)}, 4, True, jax.random.PRNGKey(0))
     p = Prefetcher(ds, 3, lambda rows: {"a": ds.arrays["a"][rows]})
     try:
@@ -70,25 +71,25 @@ def test_rows_computed_ahead_on_a_thread_are_the_rows_asked_for(monkeypatch):
        computed=st.booleans())
 def test_a_chunk_holds_the_rows_of_its_steps(n, b, start, count, pad, shuffle, computed):
     # a chunk spans epochs at any place; its rows are those of its steps one by one
-    from vi_ext import data
+    from vi_ext import orders
 
     b = min(b, n)
-    limit = data.STORED_ORDER_MAX_ROWS
-    data.STORED_ORDER_MAX_ROWS = 0 if computed else limit
+    limit = orders.STORED_ORDER_MAX_ROWS
+    orders.STORED_ORDER_MAX_ROWS = 0 if computed else limit
     try:
         ds = as_dataset({"a": np.arange(n)}, b, shuffle, jax.random.PRNGKey(n + b))
         chunk = ds.chunk_rows(start, count, count + pad)
         steps = [ds.chunk_rows(start + i, 1, 1)[0] for i in range(count)]
     finally:
-        data.STORED_ORDER_MAX_ROWS = limit
+        orders.STORED_ORDER_MAX_ROWS = limit
     np.testing.assert_array_equal(chunk, np.stack(steps + [steps[-1]] * pad))
 
 
 def test_stored_and_computed_orders_visit_every_row_once(monkeypatch):
-    from vi_ext import data
+    from vi_ext import orders
 
     for limit in (10**6, 100):               # stored up to the limit, computed beyond
-        monkeypatch.setattr(data, "STORED_ORDER_MAX_ROWS", limit)
+        monkeypatch.setattr(orders, "STORED_ORDER_MAX_ROWS", limit)
         ds = as_dataset({"X": np.zeros(1000)}, 100, True, jax.random.PRNGKey(4))
         epoch = np.concatenate([ds.rows(t) for t in range(10)])
         np.testing.assert_array_equal(np.sort(epoch), np.arange(1000))

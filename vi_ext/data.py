@@ -10,8 +10,8 @@ static shape jit needs. A resumed fit therefore sees the same batches as one nev
 Arrays may be NumPy arrays, anything ``np.asarray`` accepts, or paths to ``.npy`` files,
 which are memory-mapped read-only (``np.load(mmap_mode="r")``): only the rows of the
 batches are read. Epoch orders are stored up to 2^20 rows (4 MiB) and computed beyond: a
-keyed Feistel permutation of [0, N) (:func:`permute`) maps a batch's positions to rows in
-O(B) time and memory, so the process's own memory does not grow with N. (The pages a
+keyed Feistel permutation of [0, N) (:mod:`vi_ext.orders`) maps a batch's positions to
+rows in O(B) time and memory, so the process's own memory does not grow with N. (The pages a
 memory map reads are the kernel's page cache: they count in the process's resident size
 while mapped, but are shared, clean, and dropped by the kernel under memory pressure.)
 The host gathers the next chunk's rows while the device computes the current chunk
@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpyro.primitives import Messenger
 
+from vi_ext import orders
 from vi_ext.errors import ArgumentError
 
 
@@ -146,7 +147,7 @@ class Dataset(NamedTuple):
     @property
     def computed_order(self) -> bool:
         """Whether epoch orders are computed per batch (:func:`permute`), not stored."""
-        return self.shuffle and self.num_rows > STORED_ORDER_MAX_ROWS
+        return self.shuffle and orders.computed(self.num_rows)
 
     def rows(self, step: int) -> np.ndarray:
         """The row indices of step ``step`` (sorted: a sum over rows ignores their order)."""
@@ -172,7 +173,7 @@ class Dataset(NamedTuple):
             first = np.flatnonzero(np.diff(epochs, prepend=-1))
             for i, j in zip(first, [*first[1:], count], strict=True):
                 lo, hi = int(place[i]) * B, (int(place[j - 1]) + 1) * B
-                rows[i:j] = epoch_order(self.seed, int(epochs[i]), self.num_rows,
+                rows[i:j] = orders.epoch_order(self.seed, int(epochs[i]), self.num_rows,
                                         slice(lo, hi)).reshape(j - i, B)
             rows.sort(axis=1)
         else:
@@ -180,104 +181,6 @@ class Dataset(NamedTuple):
         if length > count:
             rows = np.concatenate([rows, np.repeat(rows[-1:], length - count, axis=0)])
         return rows
-
-
-#: up to this many rows an epoch's order is stored (int32, 4 MiB at most); beyond, computed
-STORED_ORDER_MAX_ROWS = 2**20
-
-_STORED: dict = {}
-
-
-def epoch_order(seed: tuple, epoch: int, n: int, positions: np.ndarray | slice
-                ) -> np.ndarray:
-    """Rows at ``positions`` (indices or a slice) of epoch ``epoch``'s order of [0, n).
-
-    Up to :data:`STORED_ORDER_MAX_ROWS` rows the order is a stored permutation drawn by PCG64
-    from (seed, epoch), the last one kept (a gather per batch); beyond, it is computed by
-    :func:`permute` in O(B), so memory stays flat in n. Either is a function of
-    (seed, epoch, n) alone: a resumed fit sees the same orders.
-    """
-    if n > STORED_ORDER_MAX_ROWS:
-        if isinstance(positions, slice):
-            positions = np.arange(*positions.indices(n))
-        return permute(positions, n, round_keys(seed, epoch))
-    key = (seed, int(epoch), int(n))
-    order = _STORED.get(key)
-    if order is None:
-        rng = np.random.Generator(np.random.PCG64([*seed, int(epoch), 1]))
-        order = rng.permutation(n).astype(np.int32)
-        _STORED.clear()
-        _STORED[key] = order
-    return order[positions].astype(np.int64)
-
-
-def round_keys(seed: tuple, epoch: int, rounds: int = 4) -> np.ndarray:
-    """The round keys of epoch ``epoch``'s permutation (uint64, from PCG64 on seed, epoch)."""
-    rng = np.random.Generator(np.random.PCG64([*seed, int(epoch)]))
-    return rng.integers(0, 2**64, size=rounds, dtype=np.uint64)
-
-
-_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
-_C1, _C2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_S16, _S15 = np.uint32(16), np.uint32(15)
-_D1, _D2 = np.uint32(0x7FEB352D), np.uint32(0x846CA68B)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finalizer: a bijective avalanche of uint64 words (Steele et al., 2014)."""
-    x = (x ^ (x >> _S30)) * _C1
-    x = (x ^ (x >> _S27)) * _C2
-    return x ^ (x >> _S31)
-
-
-def _mix32(x: np.ndarray) -> np.ndarray:
-    """A bijective avalanche of uint32 words (Wellons's "lowbias32", 2018): the round
-    function for domains up to 2^32, at half the memory traffic of :func:`_mix`."""
-    x = (x ^ (x >> _S16)) * _D1
-    x = (x ^ (x >> _S15)) * _D2
-    return x ^ (x >> _S16)
-
-
-def _feistel(x: np.ndarray, keys: np.ndarray, half: int) -> np.ndarray:
-    mix, word = (_mix32, np.uint32) if x.dtype == np.uint32 else (_mix, np.uint64)
-    shift, mask = word(half), word((1 << half) - 1)
-    left, right = x >> shift, x & mask
-    for k in keys:
-        left, right = right, left ^ (mix(right ^ k) & mask)
-    return (left << shift) | right
-
-
-def permute(positions: np.ndarray, n: int, keys: np.ndarray) -> np.ndarray:
-    """pi(positions) for a keyed pseudo-random permutation pi of [0, n), without storing it.
-
-    A balanced Feistel network on 2h bits (2^(2h) >= n) permutes [0, 2^(2h)); cycle walking
-    (applying it again while the value is >= n) restricts it to a permutation of [0, n),
-    with fewer than 4 applications on average. Its rounds mix uint32 words (:func:`_mix32`)
-    up to n = 2^32 and uint64 words (SplitMix64) beyond. O(len(positions)) time and memory,
-    whatever n: an epoch's order over 10^9 rows costs nothing to keep.
-
-    Reference: Black & Rogaway, "Ciphers with arbitrary finite domains", CT-RSA 2002.
-
-    Args:
-        positions: integers in [0, n).
-        n: the domain size.
-        keys: the round keys (:func:`round_keys`).
-    """
-    half = max(1, (max(int(n) - 1, 1).bit_length() + 1) // 2)
-    if 2 * half <= 32:
-        # the 32-bit network: half the bytes per operation (2.9 -> 1.4 ms for a chunk's
-        # 25 x 1024 positions at n = 10^7)
-        x, keys = np.asarray(positions, dtype=np.uint32), (keys >> np.uint64(32)).astype(
-            np.uint32)
-    else:
-        x = np.asarray(positions, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        y = _feistel(x, keys, half)
-        out = y >= n
-        while out.any():
-            y[out] = _feistel(y[out], keys, half)
-            out = y >= n
-    return y.astype(np.int64)
 
 
 def as_dataset(data: Mapping[str, Any], batch_size: Any, shuffle: Any,
@@ -378,9 +281,9 @@ class Prefetcher:
     device's computation. Gathering on the main thread, after dispatch, measured faster on
     2 cores than a background thread: the thread competed with the device's own threads for
     the cores and with the main thread for the GIL (docs/design.md). Only the rows of a
-    computed epoch order (N above :data:`STORED_ORDER_MAX_ROWS`: milliseconds of integer
-    arithmetic a chunk) are computed one chunk ahead, on a thread, beside the gather's
-    reads.
+    computed epoch order (N above :data:`vi_ext.orders.STORED_ORDER_MAX_ROWS`: a millisecond
+    or two of integer arithmetic a chunk) are computed one chunk ahead, on a thread, beside
+    the gather's reads.
 
     Args:
         dataset: the :class:`Dataset`.
