@@ -7,8 +7,9 @@ On eight schools (centered) and Bayesian logistic regression, each method draws 
   ``vx.fit(vx.reparam.learned_centering(model), guide=AutoMultivariateNormal(...),
   num_steps=F)``, then ``res.refine(num_warmup=200)``: NUTS at the parameterization the fit
   learned (the same posterior), with a dense mass matrix from the full-rank guide;
-- ``refine``: fit's defaults, ``vx.fit(model, num_steps=F)`` (AutoNormal on the model as
-  written), then ``res.refine(num_warmup=200)`` (a short window adaptation started at the
+- ``refine``: fit's defaults, ``vx.fit(model, num_steps=F)`` (the default guide, a
+  full-rank Gaussian from the chosen start, on the model as written: F = 3000 steps is below
+  the form race's 10 000), then ``res.refine(num_warmup=200)`` (a short window adaptation started at the
   guide's covariance); also ``refine_step_size`` (``adapt="step_size"``: the guide's
   covariance kept, only the step size tuned);
 - ``numpyro_nuts``: NumPyro's NUTS with Stan's default warmup of 1000 iterations, chains
