@@ -146,7 +146,8 @@ class Dataset(NamedTuple):
 
     @property
     def computed_order(self) -> bool:
-        """Whether epoch orders are computed per batch (:func:`permute`), not stored."""
+        """Whether epoch orders are computed per batch (:func:`vi_ext.orders.permute`), not
+        stored."""
         return self.shuffle and orders.computed(self.num_rows)
 
     def rows(self, step: int) -> np.ndarray:
@@ -174,7 +175,7 @@ class Dataset(NamedTuple):
             for i, j in zip(first, [*first[1:], count], strict=True):
                 lo, hi = int(place[i]) * B, (int(place[j - 1]) + 1) * B
                 rows[i:j] = orders.epoch_order(self.seed, int(epochs[i]), self.num_rows,
-                                        slice(lo, hi)).reshape(j - i, B)
+                                               slice(lo, hi)).reshape(j - i, B)
             rows.sort(axis=1)
         else:
             rows = place[:, None] * B + np.arange(B)
