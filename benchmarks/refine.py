@@ -9,8 +9,8 @@ On eight schools (centered) and Bayesian logistic regression, each method draws 
   learned (the same posterior), with a dense mass matrix from the full-rank guide;
 - ``refine``: fit's defaults, ``vx.fit(model, num_steps=F)`` (the default guide, a
   full-rank Gaussian from the chosen start, on the model as written: F = 3000 steps is below
-  the form race's 10 000), then ``res.refine(num_warmup=200)`` (a short window adaptation started at the
-  guide's covariance); also ``refine_step_size`` (``adapt="step_size"``: the guide's
+  the form race's 10 000), then ``res.refine(num_warmup=200)`` (a short window adaptation
+  started at the guide's covariance); also ``refine_step_size`` (``adapt="step_size"``: the guide's
   covariance kept, only the step size tuned);
 - ``numpyro_nuts``: NumPyro's NUTS with Stan's default warmup of 1000 iterations, chains
   vectorized (``chain_method="vectorized"``; on one CPU device NumPyro's default "parallel"
