@@ -127,6 +127,10 @@ def test_rows_gathered_into_aligned_buffers_are_the_rows():
     rows = np.array([[0, 5, 7, 19], [3, 3, 2, 1]])
     np.testing.assert_array_equal(take_rows(a, rows, first), a[rows])
     np.testing.assert_array_equal(take_rows(a, rows), a[rows])
+    with pytest.raises(vx.ArgumentError, match="'out'.*shape"):
+        take_rows(a, rows[:1], first)                      # a buffer of another shape
+    with pytest.raises(vx.ArgumentError, match="'out'"):
+        take_rows(a, rows, first.astype(np.float64))      # of another dtype
 
 
 def test_a_fortran_ordered_or_non_array_file_is_refused(tmp_path):

@@ -63,7 +63,8 @@ def open_npy(path: str | os.PathLike) -> np.ndarray:
 
 def take_rows(a: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``a``'s rows at the indices ``rows`` (any shape), as an in-memory array of shape
-    ``rows.shape + a.shape[1:]``, written into ``out`` if given (that shape and a's dtype).
+    ``rows.shape + a.shape[1:]``, written into ``out`` if given (that shape and a's dtype,
+    C-contiguous; otherwise :class:`~vi_ext.errors.ArgumentError`).
 
     ``np.take(a, rows, axis=0)`` copies whole rows; ``a[rows]`` (fancy indexing) goes through
     NumPy's general index iterator and, on a memory map, its subclass: half the speed on a
@@ -72,8 +73,12 @@ def take_rows(a: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) ->
     indices are in range by construction, so clipping never acts).
     """
     flat = rows.reshape(-1)
+    shape = rows.shape + a.shape[1:]
     if out is None:
-        return np.take(np.asarray(a), flat, axis=0).reshape(rows.shape + a.shape[1:])
+        return np.take(np.asarray(a), flat, axis=0).reshape(shape)
+    if out.shape != shape or out.dtype != a.dtype or not out.flags.c_contiguous:
+        raise ArgumentError("out", f"expected a C-contiguous {a.dtype} array of shape {shape} "
+                            f"(the rows' shape, then a row's), got {out.dtype} {out.shape}.")
     np.take(np.asarray(a), flat, axis=0, out=out.reshape((flat.size, *a.shape[1:])),
             mode="clip")
     return out
