@@ -105,7 +105,8 @@ class BatchBuffers:
     computation has ended. Reused, page-aligned buffers save the two costs of a fresh batch
     a chunk: the kernel zero-filling new pages as the gather first touches them, and, on
     the CPU backend, ``device_put``'s copy (it aliases an aligned buffer instead). On a 25
-    x 1024 x 100 float32 chunk the pair cost 1.2 ms of a 5 ms chunk (docs/design.md).
+    x 1024 x 100 float32 chunk (about 5 ms in all) the copy cost 1.2 ms and a fresh buffer's
+    zero-fill 2.5 ms (docs/design.md).
 
     Only correct for a consumer that never holds more than one chunk in flight while a
     buffer is filled (the fit loop; :class:`Prefetcher`'s order): call :meth:`next` once
