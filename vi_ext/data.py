@@ -156,6 +156,13 @@ class Dataset(NamedTuple):
         stored."""
         return self.shuffle and orders.computed(self.num_rows)
 
+    def record(self) -> dict:
+        """What decides the batches of every step (rows, batch size, order and its seed), as
+        a checkpoint records it: a fit resumed with the same record sees the same batches."""
+        return {"num_rows": int(self.num_rows), "batch_size": int(self.batch_size),
+                "order": orders.scheme(self.num_rows, self.shuffle),
+                "seed": [int(w) for w in self.seed]}
+
     def rows(self, step: int) -> np.ndarray:
         """The row indices of step ``step`` (sorted: a sum over rows ignores their order)."""
         return self.chunk_rows(step, 1, 1)[0]
@@ -246,8 +253,16 @@ class StreamPlates(Messenger):
         super().__init__(fn)
 
     def process_message(self, msg: dict) -> None:
-        if msg["type"] == "plate" and msg["value"] is None \
-                and tuple(msg["args"]) == (self.num_rows, self.batch_size):
+        if msg["type"] != "plate" or msg["value"] is not None:
+            return
+        size, subsample = tuple(msg["args"])[:2]
+        if subsample == self.batch_size and size != self.num_rows:
+            # (the data plate declared with another N: it would draw its own indices)
+            raise ArgumentError(
+                "data", f"the plate '{msg['name']}' subsamples {subsample} of {size} rows, but "
+                f"data= has {self.num_rows} rows: declare it with the data's size "
+                f"(num_data={self.num_rows}) so that the batch is scaled by N / B.")
+        if (size, subsample) == (self.num_rows, self.batch_size):
             msg["value"] = jnp.arange(self.batch_size)
 
 

@@ -20,6 +20,21 @@ STORED_ORDER_MAX_ROWS = 2**20
 _STORED: dict = {}
 
 
+#: the names of the two kinds of order, as checkpoints record them: a resumed streamed fit
+#: must draw its batches as the fit that wrote the checkpoint did. Change a name whenever
+#: the orders it names change (the computed one did: uint32 rounds up to 2^32 rows).
+STORED_SCHEME = "pcg64-permutation"
+COMPUTED_SCHEME = "feistel-cycle-walk-u32"
+
+
+def scheme(n: int, shuffle: bool = True) -> str:
+    """The name of the epoch orders of n rows: ``"sequential"`` without shuffling, else
+    :data:`STORED_SCHEME` or :data:`COMPUTED_SCHEME`."""
+    if not shuffle:
+        return "sequential"
+    return COMPUTED_SCHEME if computed(n) else STORED_SCHEME
+
+
 def computed(n: int) -> bool:
     """Whether the orders of n rows are computed (:func:`permute`), not stored."""
     return n > STORED_ORDER_MAX_ROWS

@@ -12,6 +12,7 @@ from conftest import stream_fit
 
 import vi_ext as vx
 from models import logistic_regression as lr
+from vi_ext import orders
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,38 @@ def test_a_streamed_fit_resumes_bit_for_bit(small, streamed, tmp_path):
     resumed = stream_fit(*small, resume=str(ck), chunk_size=10)
     _same(streamed, resumed)
     np.testing.assert_array_equal(streamed.losses, resumed.losses)
+
+
+def test_a_checkpoint_of_other_batches_is_refused_by_what_differs(small, tmp_path):
+    ck = str(tmp_path / "ck.npz")
+    stream_fit(*small, num_steps=10, chunk_size=10, checkpoint=ck)
+    assert vx.checkpoint.read(ck)[0]["info"]["data"]["num_rows"] == 200
+    with pytest.raises(vx.CheckpointError, match="seed=.*the same key="):
+        stream_fit(*small, num_steps=20, chunk_size=10, resume=ck, key=4)
+    with pytest.raises(vx.ArgumentError, match="plate 'data' subsamples 32 of 200 rows.*"
+                       "num_data=100"):
+        stream_fit(small[0][:100], small[1][:100], num_steps=20, chunk_size=10, resume=ck)
+    with pytest.raises(vx.CheckpointError, match="num_rows=200.*num_rows=100"):
+        stream_fit(small[0][:100], small[1][:100], num_steps=20, chunk_size=10, resume=ck,
+                   num_data=100)
+    with pytest.raises(vx.CheckpointError, match="streamed fit .*same data= and batch_size="):
+        vx.fit(lr.model, X=small[0][:32], y=small[1][:32], num_steps=20, key=3,
+               progress=False, resume=ck)
+
+
+def test_a_computed_order_checkpoint_that_records_no_order_is_refused(small, tmp_path):
+    # written before checkpoints recorded their epoch order: over 2^20 rows the orders have
+    # changed since, so resuming it would silently draw other batches
+    n = orders.STORED_ORDER_MAX_ROWS + 8
+    X, y = np.resize(small[0], (n, small[0].shape[1])), np.resize(small[1], n)
+    ck = str(tmp_path / "ck.npz")
+    res = stream_fit(X, y, num_steps=10, chunk_size=10, checkpoint=ck, num_data=n)
+    meta, _, losses = vx.checkpoint.read(ck)
+    assert meta["info"]["data"]["order"] == orders.COMPUTED_SCHEME
+    vx.checkpoint.save(ck, res.state, losses, {k: v for k, v in meta["info"].items()
+                                               if k != "data"})
+    with pytest.raises(vx.CheckpointError, match="records no epoch order"):
+        stream_fit(X, y, num_steps=20, chunk_size=10, resume=ck, num_data=n)
 
 
 def test_host_buffers_reused_across_chunks_stream_the_same_fit(small, streamed, monkeypatch):

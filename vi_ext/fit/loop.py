@@ -26,10 +26,11 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from vi_ext import orders
 from vi_ext.checkpoint import CheckpointError
 from vi_ext.checkpoint import load as load_checkpoint
 from vi_ext.checkpoint import save as save_checkpoint
-from vi_ext.data import BatchBuffers, Prefetcher
+from vi_ext.data import BatchBuffers, Dataset, Prefetcher
 from vi_ext.errors import ArgumentError, CallbackError
 from vi_ext.fit.config import FitConfig, FitsItself, refuse_options, signature_with_options
 from vi_ext.fit.diagnosis import raise_nonfinite
@@ -157,8 +158,10 @@ def fit(model: Callable, *model_args: Any, config: FitConfig | None = None,
 fit.__signature__ = signature_with_options(fit)
 
 
-def _resume(config: FitConfig, state: FitState, losses: np.ndarray) -> tuple[FitState, int]:
-    """The state and step count of ``config.resume``, its losses written into ``losses``."""
+def _resume(config: FitConfig, state: FitState, losses: np.ndarray,
+            dataset: Dataset | None = None) -> tuple[FitState, int]:
+    """The state and step count of ``config.resume``, its losses written into ``losses``;
+    a streamed fit's checkpoint must have drawn its batches as ``dataset`` does."""
     path = os.fspath(config.resume)
     ck = load_checkpoint(config.resume, state)
     done = int(ck.state.step)
@@ -170,8 +173,41 @@ def _resume(config: FitConfig, state: FitState, losses: np.ndarray) -> tuple[Fit
     if len(ck.losses) != done:
         raise CheckpointError(path, f"holds {len(ck.losses)} losses for {done} steps; it is "
                               "inconsistent.")
+    _check_batches(path, ck.meta.get("info", {}).get("data"), dataset)
     losses[:done] = ck.losses
     return ck.state, done
+
+
+def _check_batches(path: str, saved: dict | None, dataset: Dataset | None) -> None:
+    """Refuse to resume a checkpoint whose fit drew other batches than this one would: other
+    rows, batch size, order or seed (``key=``), streamed against not streamed, or an epoch
+    order of more than 2^20 rows written before checkpoints recorded orders (those orders
+    have changed since)."""
+    if dataset is None:
+        if saved is not None:
+            raise CheckpointError(path, f"was written by a streamed fit ({saved['num_rows']} rows "
+                                  f"of data=, batch_size={saved['batch_size']}); resume it "
+                                  "with the same data= and batch_size=.")
+        return
+    mine = dataset.record()
+    if saved is None:
+        if mine["order"] == orders.COMPUTED_SCHEME:
+            raise CheckpointError(
+                path, f"records no epoch order, and the orders of {mine['num_rows']} rows "
+                "(more than 2^20) have changed since it was written: resumed, this fit would "
+                "see other batches than the one that wrote it. Resume it with the vi_ext that "
+                "wrote it, or start afresh.")
+        return
+    for field, advice in (("num_rows", "the same data= arrays"),
+                          ("batch_size", "the same batch_size="),
+                          ("order", "the same shuffle= (and a vi_ext that draws the same "
+                                    "orders)"),
+                          ("seed", "the same key= (it draws the batches' order)")):
+        if saved.get(field) != mine[field]:
+            raise CheckpointError(
+                path, f"its fit drew its batches with {field}={saved.get(field)}, this one "
+                f"with {field}={mine[field]}: resumed, it would see other batches. Resume "
+                f"with {advice}.")
 
 
 def run(fitter: Fitter, config: FitConfig) -> FitResult:
@@ -183,10 +219,12 @@ def run(fitter: Fitter, config: FitConfig) -> FitResult:
     losses = np.full(num_steps, np.nan, dtype=np.float64)
     done = 0
     if config.resume is not None:
-        state, done = _resume(config, state, losses)
+        state, done = _resume(config, state, losses, fitter.dataset)
     objective = fitter.objective
     info = {"objective": objective.name, "params": sorted(fitter.constraints),
             "num_steps": num_steps}
+    if fitter.dataset is not None:
+        info["data"] = fitter.dataset.record()
     stop_reason = "converged" if bool(state.converged) else "num_steps"
 
     prefetch = None
