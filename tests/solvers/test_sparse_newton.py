@@ -74,12 +74,16 @@ def test_gradients_in_three_modes_match_finite_differences_and_forward_mode():
         forward = jax.jit(lambda x: _loss(x, "implicit"))  # one program for both sides
         fd = (forward(x + h * v) - forward(x - h * v)) / (2 * h)
         grads = {}
+        # each side compiled as one program (run eagerly, every operation and while loop of
+        # the solver compiled on its own: ~400 programs)
+        grad = jax.jit(jax.grad(_loss), static_argnums=1)
         for diff in ("implicit", "onestep", "unroll"):
-            grads[diff] = jax.grad(_loss)(x, diff)
+            grads[diff] = grad(x, diff)
             np.testing.assert_allclose(jnp.vdot(grads[diff], v), fd, rtol=1e-5)
         # forward mode against reverse mode, on the implicit rule (onestep and unroll equal
         # its gradient below; one JVP compile instead of three keeps the suite short)
-        _, tangent = jax.jvp(lambda x: _loss(x, "implicit"), (x,), (v,))
+        _, tangent = jax.jit(lambda x, v: jax.jvp(lambda x: _loss(x, "implicit"), (x,),
+                                                  (v,)))(x, v)
         np.testing.assert_allclose(tangent, jnp.vdot(grads["implicit"], v), rtol=1e-7)
         np.testing.assert_allclose(grads["onestep"], grads["implicit"], atol=1e-7)
         np.testing.assert_allclose(grads["unroll"], grads["implicit"], atol=1e-7)
@@ -93,11 +97,11 @@ def test_float32_small_epsilon_has_no_nan_and_vmaps():
         return sinkhorn(x, y, epsilon=1e-3, threshold=1e-3, max_iterations=400,
                         newton=True).reg_ot_cost
 
-    values = jax.vmap(cost)(ys)
+    values = jax.jit(jax.vmap(cost))(ys)
     assert values.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(values)))
-    grads = jax.vmap(jax.grad(cost))(ys)
+    grads = jax.jit(jax.vmap(jax.grad(cost)))(ys)
     assert bool(jnp.all(jnp.isfinite(grads)))
-    np.testing.assert_allclose(values[1], cost(ys[1]), rtol=1e-5)
+    np.testing.assert_allclose(values[1], jax.jit(cost)(ys[1]), rtol=1e-5)
 
 
 @pytest.mark.parametrize("bad", ["yes", SparseNewton(entries_per_row=0),

@@ -254,11 +254,24 @@ def sinkhorn(x: jax.Array | None = None, y: jax.Array | None = None, *,
     _check(x, y, cost, epsilon, tau_a, tau_b, threshold, max_iterations)
     diff = as_differentiation(diff, solve)
     sn.check_options(newton)
+    static = (float(tau_a), float(tau_b), float(threshold), int(max_iterations),
+              epsilon_schedule, diff, danskin, SparseNewton() if newton is True else
+              (newton or None))
+    try:
+        hash(static)
+    except TypeError:  # an unhashable option (a schedule of arrays): run it as it is
+        return _sinkhorn(x, y, cost, a, b, epsilon, init, *static)
+    out = _sinkhorn_compiled(x, y, cost, a, b, epsilon, init, *static)
+    return out._replace(tau_a=float(tau_a), tau_b=float(tau_b))
+
+
+def _sinkhorn(x, y, cost, a, b, epsilon, init, tau_a, tau_b, threshold, max_iterations,
+              epsilon_schedule, diff, danskin, opts) -> SinkhornOutput:
+    """:func:`sinkhorn`'s computation, its options checked and resolved."""
     problem = problem_of(x, y, cost=cost, a=a, b=b, epsilon=epsilon, tau_a=tau_a, tau_b=tau_b)
     m = problem.shape[1]
     g0 = jnp.zeros((m,), problem.dtype) if init is None else \
         lax.stop_gradient(jnp.asarray(init, problem.dtype))
-    opts = SparseNewton() if newton is True else (newton or None)
 
     def solver(g_init, problem):
         return _solve(problem, g_init, diff, threshold, max_iterations, epsilon_schedule, opts)
@@ -277,6 +290,13 @@ def sinkhorn(x: jax.Array | None = None, y: jax.Array | None = None, *,
         cost_value = problem.dual(f, g)
     return SinkhornOutput(f, g, cost_value, err <= threshold, it, k, errors, problem.cost,
                           problem.a, problem.b, problem.epsilon, problem.tau_a, problem.tau_b)
+
+
+# One program for the whole solve, whatever the caller: run eagerly (a model's first trace,
+# an autoguide's set-up, a test), each operation and while loop of the solver and of its
+# derivatives compiled on its own, ~400 small programs (30 s on a 2-core machine for one
+# gradient); compiled once per shape and options, a few. Inside a caller's jit it is inlined.
+_sinkhorn_compiled = jax.jit(_sinkhorn, static_argnums=tuple(range(7, 15)))
 
 
 def sinkhorn_divergence(x: jax.Array, y: jax.Array, a: jax.Array | None = None,
