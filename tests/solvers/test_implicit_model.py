@@ -14,6 +14,7 @@ def test_inner_solution_gradients_match_finite_differences():
     with jax.enable_x64(True):
         kw = {k: np.asarray(v, np.float64) for k, v in ir.data().items()}
 
+        @jax.jit  # (each side one program: eagerly, every operation compiles on its own)
         def logp(log_lam, log_temp):
             lp, _ = log_density(ir.model, (), kw, {"log_lam": log_lam, "log_temp": log_temp})
             return lp

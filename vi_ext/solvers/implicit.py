@@ -27,6 +27,7 @@ Reference: Blondel, Berthet, Cuturi, Frostig, Hoyer, Llinares-Lopez, Pedregosa &
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -108,7 +109,10 @@ def custom_root(optimality_fn: Callable, solve: str | Callable = "gmres",
                 return out, (x_dot, jax.tree.map(_zero_tangent, out[1]))
             return out, x_dot
 
-        return run
+        # one program per shapes (run eagerly, in a model's first trace or an autoguide's
+        # set-up, the solver's loop and each operation of its derivative would each be
+        # compiled on their own); inlined inside a caller's jit
+        return functools.wraps(solver)(jax.jit(run))
 
     return decorator
 
