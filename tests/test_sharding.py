@@ -80,7 +80,8 @@ _SHARDED = textwrap.dedent("""
 
 
 def test_sharded_fits_agree_with_one_device_and_compile_to_one_program():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
+           + " --xla_force_host_platform_device_count=4",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
     out = subprocess.run([sys.executable, "-c", _SHARDED], env=env, cwd=ROOT,
                          capture_output=True, text=True, timeout=600)
@@ -115,7 +116,8 @@ def test_two_processes_fit_as_one_host_does():
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         port = str(sock.getsockname()[1])
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
+           + " --xla_force_host_platform_device_count=2",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
     procs = [subprocess.Popen([sys.executable, "-c", _PROCESS, str(i), port], env=env,
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

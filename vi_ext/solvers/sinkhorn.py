@@ -165,7 +165,10 @@ def _solve(problem: TransportProblem, g0: jax.Array, diff: Differentiation, thre
                                          min(newton.max_steps, max_iterations - warm)), stage)
     g = problem.center(stage.g)
     _, _, err = lax.stop_gradient(problem).update(lax.stop_gradient(g))
-    state = SinkhornState(g, err, stage.iteration, stage.errors)
+    # the history's last entry is the error that decides convergence (Newton's own is the
+    # dual gradient's norm, both marginals: another measure)
+    errors = stage.errors.at[jnp.maximum(stage.iteration - 1, 0)].set(err)
+    state = SinkhornState(g, err, stage.iteration, errors)
     # (the finish starts at warm + Newton steps or later: that bounds its unrolled length)
     finish = sinkhorn_iteration(problem, threshold, max_iterations,
                                 length=max(1, max_iterations - warm))
