@@ -132,3 +132,26 @@ def as_differentiation(diff: str | Differentiation, solve: str | Callable = "gmr
 def stop(tree: Any) -> Any:
     """``lax.stop_gradient`` over a pytree (for states that carry counters)."""
     return jax.tree.map(lax.stop_gradient, tree)
+
+
+def compiled(fn: Callable, num_dynamic: int) -> Callable:
+    """``fn(*dynamic, *static)`` as one ``jax.jit`` program per shapes and static options.
+
+    A solver runs eagerly more often than it seems (a model's prior trace, an autoguide's
+    set-up, ``jax.grad`` outside jit), and eagerly every operation and loop of the solve and
+    of its derivative compiles on its own, again at every call (each loop body is a new
+    closure). Inside a caller's jit the program is inlined. The arguments after the first
+    ``num_dynamic`` are static; if one cannot be hashed (a schedule of arrays), ``fn`` runs
+    as it is.
+    """
+    jitted = jax.jit(fn, static_argnums=tuple(range(num_dynamic,
+                                                    fn.__code__.co_argcount)))
+
+    def call(*args: Any) -> Any:
+        try:
+            hash(args[num_dynamic:])
+        except TypeError:
+            return fn(*args)
+        return jitted(*args)
+
+    return call

@@ -22,7 +22,12 @@ import jax.numpy as jnp
 from jax import lax
 
 from vi_ext.errors import ArgumentError
-from vi_ext.solvers.differentiation import Differentiation, Iteration, as_differentiation
+from vi_ext.solvers.differentiation import (
+    Differentiation,
+    Iteration,
+    as_differentiation,
+    compiled,
+)
 
 
 class FixedPointInfo(NamedTuple):
@@ -73,12 +78,7 @@ def fixed_point(fixed_point_fn: Callable, init: Any, *args: Any,
     if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) \
             or max_iterations < 1:
         raise ArgumentError("max_iterations", f"expected an int >= 1, got {max_iterations!r}.")
-    static = (fixed_point_fn, diff, tol, max_iterations)
-    try:
-        hash(static)
-    except TypeError:  # (an unhashable T or tolerance: run as it is)
-        return _fixed_point(init, args, *static)
-    return _fixed_point_compiled(init, args, *static)
+    return _fixed_point_compiled(init, args, fixed_point_fn, diff, tol, max_iterations)
 
 
 def _fixed_point(init, args, fixed_point_fn, diff, tol, max_iterations):
@@ -101,8 +101,5 @@ def _fixed_point(init, args, fixed_point_fn, diff, tol, max_iterations):
     return diff.solution(solver, fixed_point_fn, fixed_point_fn, init, *args)
 
 
-# One program per T, shapes and options: run eagerly (a model's first trace, a test), the
-# loop and every operation of its derivative would each be compiled on their own. Inside
-# a caller's jit it is inlined. (T is compared by identity: a new closure per call compiles
-# anew, as it would have anyway.)
-_fixed_point_compiled = jax.jit(_fixed_point, static_argnums=(2, 3, 4, 5))
+# one program per T (by identity), shapes and options (see differentiation.compiled)
+_fixed_point_compiled = compiled(_fixed_point, num_dynamic=2)

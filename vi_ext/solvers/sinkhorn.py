@@ -49,6 +49,7 @@ from vi_ext.solvers.differentiation import (
     Differentiation,
     Iteration,
     as_differentiation,
+    compiled,
 )
 from vi_ext.solvers.sparse_newton import SparseNewton
 from vi_ext.solvers.transport import TransportProblem, sqeuclidean
@@ -260,11 +261,8 @@ def sinkhorn(x: jax.Array | None = None, y: jax.Array | None = None, *,
     static = (float(tau_a), float(tau_b), float(threshold), int(max_iterations),
               epsilon_schedule, diff, danskin, SparseNewton() if newton is True else
               (newton or None))
-    try:
-        hash(static)
-    except TypeError:  # an unhashable option (a schedule of arrays): run it as it is
-        return _sinkhorn(x, y, cost, a, b, epsilon, init, *static)
     out = _sinkhorn_compiled(x, y, cost, a, b, epsilon, init, *static)
+    # (the taus are static: as outputs of the program they would come back as arrays)
     return out._replace(tau_a=float(tau_a), tau_b=float(tau_b))
 
 
@@ -295,11 +293,8 @@ def _sinkhorn(x, y, cost, a, b, epsilon, init, tau_a, tau_b, threshold, max_iter
                           problem.a, problem.b, problem.epsilon, problem.tau_a, problem.tau_b)
 
 
-# One program for the whole solve, whatever the caller: run eagerly (a model's first trace,
-# an autoguide's set-up, a test), each operation and while loop of the solver and of its
-# derivatives compiled on its own, ~400 small programs (30 s on a 2-core machine for one
-# gradient); compiled once per shape and options, a few. Inside a caller's jit it is inlined.
-_sinkhorn_compiled = jax.jit(_sinkhorn, static_argnums=tuple(range(7, 15)))
+# one program per shape and options (see differentiation.compiled: ~400 programs eagerly)
+_sinkhorn_compiled = compiled(_sinkhorn, num_dynamic=7)
 
 
 def sinkhorn_divergence(x: jax.Array, y: jax.Array, a: jax.Array | None = None,
