@@ -45,7 +45,9 @@ def test_fit_without_an_optimizer_uses_plateau_adam():
     for n in ("m", "s"):
         assert float(default.params[n]) == float(explicit.params[n])
     np.testing.assert_array_equal(default.losses, explicit.losses)
-    # before its first stationarity event it is Adam(1e-2), step for step, and its params
-    # are the last iterate (not yet an average)
-    np.testing.assert_array_equal(default.losses, constant.losses)
-    assert float(default.params["m"]) == float(constant.params["m"])
+    # before its first stationarity event, and with no gradient spike to clip, it is
+    # Adam(1e-2), step for step (to rounding: its spike test changes how XLA fuses the
+    # step), and its params are the last iterate (not yet an average)
+    np.testing.assert_allclose(default.losses, constant.losses, rtol=1e-5)
+    np.testing.assert_allclose(float(default.params["m"]), float(constant.params["m"]),
+                               rtol=1e-5)

@@ -144,3 +144,56 @@ def test_rules_run_inside_fit():
         res = vx.fit(gaussian_model, x=1.3, guide=gaussian_guide, optimizer=opt,
                      num_steps=200, progress=False, key=0)
         assert np.all(np.isfinite(res.losses))
+
+
+def test_clip_spikes_clips_a_spike_and_nothing_else():
+    # gradients of norm ~1 (log norm sd 0.1), one of norm 1e6 at step 300: that one alone is
+    # cut down to the running bar exp(m + 4 sd), about 1.5, and the others pass unchanged
+    rng = np.random.default_rng(0)
+    norms = np.exp(rng.normal(0.0, 0.1, 400))
+    norms[300] = 1e6
+    grads = jnp.asarray(norms[:, None] * np.array([0.6, 0.8]), jnp.float32)
+    opt = vx.optim.clip_spikes()
+
+    def step(state, g):
+        out, state = opt.update({"g": g}, state)
+        return state, jnp.linalg.norm(out["g"])
+
+    state, out = jax.lax.scan(step, opt.init({"g": grads[0]}), grads)
+    out = np.asarray(out)
+    assert int(state.num_clipped) == 1
+    assert 1.2 < out[300] < 2.0
+    keep = np.arange(400) != 300
+    np.testing.assert_allclose(out[keep], norms[keep], rtol=1e-5)
+    # the spike did not raise the bar: its log norm entered the moments at the bar
+    assert float(state.mean) < 0.05 and float(jnp.sqrt(state.var)) < 0.2
+
+
+def test_clip_spikes_passes_everything_during_warmup_and_follows_a_steady_growth():
+    opt = vx.optim.clip_spikes(warmup=10)
+    grads = jnp.asarray(np.exp(np.r_[np.zeros(5), 20.0, 0.02 * np.arange(300)]), jnp.float32)
+
+    def step(state, g):
+        out, state = opt.update(g, state)
+        return state, out
+
+    state, out = jax.lax.scan(step, opt.init(grads[0]), grads)
+    assert float(out[5]) == pytest.approx(float(np.exp(20.0)))  # step 5 < warmup
+    # a norm growing by 2% a step keeps pace with the running bar: clipped rarely, if ever,
+    # once the moments have forgotten the warm-up's spike
+    assert int(state.num_clipped) < 30
+
+
+@pytest.mark.parametrize("kwargs, argument", [({"num_sd": 0.0}, "num_sd"),
+                                              ({"decay": 1.0}, "decay"),
+                                              ({"warmup": -1}, "warmup")])
+def test_clip_spikes_names_a_bad_argument(kwargs, argument):
+    with pytest.raises(vx.ArgumentError) as e:
+        vx.optim.clip_spikes(**kwargs)
+    assert e.value.argument == argument
+
+
+def test_the_default_optimizer_clips_spikes_unless_told_not_to():
+    assert isinstance(plateau_adam().init({"x": jnp.zeros(2)}).inner[0], vx.optim.SpikeState)
+    assert not isinstance(plateau_adam(spike_sd=None).init({"x": jnp.zeros(2)}).inner[0],
+                          vx.optim.SpikeState)

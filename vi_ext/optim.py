@@ -272,13 +272,94 @@ def plateau(inner: optax.GradientTransformation, factor: float = 0.5, block: int
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def plateau_adam(learning_rate: float = DEFAULT_LEARNING_RATE, **kwargs: Any
-                 ) -> optax.GradientTransformation:
-    """:func:`plateau` around ``optax.adam(learning_rate)`` (keyword arguments go to
-    :func:`plateau`)."""
+class SpikeState(NamedTuple):
+    """State of :func:`clip_spikes`.
+
+    Attributes:
+        mean: running mean of the log global norms of the gradients passed on.
+        var: running variance of those log norms.
+        count: gradients seen.
+        num_clipped: gradients clipped so far.
+    """
+
+    mean: jax.Array
+    var: jax.Array
+    count: jax.Array
+    num_clipped: jax.Array
+
+
+def clip_spikes(num_sd: float = 4.0, decay: float = 0.99, warmup: int = 50
+                ) -> optax.GradientTransformation:
+    """Clip a gradient whose global norm is a spike for the recent past.
+
+    With l_t = log |g_t| and m, v the running mean and variance of the log norms passed on,
+
+        g_t <- g_t min(1, exp(m + num_sd sqrt(v)) / |g_t|),
+        m <- m + w (l'_t - m),   v <- (1 - w) (v + w (l'_t - m)^2),   w = max(1 - decay, 1 / t),
+
+    where l'_t is the log norm after clipping (a spike does not raise the bar for the next
+    one; a norm that keeps growing raises it a little at every step). Nothing is clipped in
+    the first ``warmup`` steps, while m and v settle.
+
+    Why the default fit needs it: a stochastic ELBO can meet, at rare draws of the guide, a
+    loss many orders above its usual scale (a draw whose simulated path diverges, a scale
+    drawn near zero). Adam bounds the step of such a draw, but its second moment keeps the
+    spike for thousands of steps and freezes the fit where the spike sent it: a fit of the
+    Lorenz bridge that had found the posterior's main mode by step 700 met a loss of 6e9 at
+    step 850 and ended in the mode that calls the data noise. Ordinary gradients are never
+    clipped (their log norms vary by far less than 4 running standard deviations), so
+    where no spike occurs the fit is unchanged.
+
+    References:
+        Seetharaman, Wichern, Pardo, Le Roux. AutoClip: Adaptive gradient clipping for
+        source separation networks. MLSP 2020.
+        Kumar, Owen, Subramaniam, et al. ZClip: Adaptive spike mitigation for LLM
+        pre-training. 2025 (a z-score on running moments of the gradient norm).
+    """
+    if not num_sd > 0:
+        raise ArgumentError("num_sd", f"must be > 0, got {num_sd!r}.")
+    if not 0 < decay < 1:
+        raise ArgumentError("decay", f"must be in (0, 1), got {decay!r}.")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ArgumentError("warmup", f"must be an int >= 0, got {warmup!r}.")
+
+    def init(params):
+        del params
+        zf, zi = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)
+        return SpikeState(zf, zf, zi, zi)
+
+    def update(grads, state, params=None):
+        del params
+        norm = optax.tree.norm(grads).astype(jnp.float32)
+        log_norm = jnp.log(jnp.maximum(norm, jnp.finfo(jnp.float32).tiny))
+        bar = state.mean + num_sd * jnp.sqrt(state.var)
+        clip = (state.count >= warmup) & (log_norm > bar)
+        factor = jnp.where(clip, jnp.exp(bar - log_norm), 1.0)
+        passed = jnp.where(clip, bar, log_norm)
+        count = state.count + 1
+        w = jnp.maximum(1.0 - decay, 1.0 / count.astype(jnp.float32))
+        delta = passed - state.mean
+        new = SpikeState(state.mean + w * delta, (1.0 - w) * (state.var + w * delta**2),
+                         count, state.num_clipped + clip.astype(jnp.int32))
+        # a select, not a product with 1: unclipped gradients pass bit for bit
+        return jax.tree.map(lambda g: jnp.where(clip, (g * factor).astype(g.dtype), g),
+                            grads), new
+
+    return optax.GradientTransformation(init, update)
+
+
+def plateau_adam(learning_rate: float = DEFAULT_LEARNING_RATE, spike_sd: float | None = 4.0,
+                 **kwargs: Any) -> optax.GradientTransformation:
+    """fit's default optimizer: :func:`plateau` around ``optax.adam(learning_rate)``, whose
+    gradients first pass through :func:`clip_spikes` (``num_sd=spike_sd``; None: not
+    clipped). Other keyword arguments go to :func:`plateau`. The plateau's stationarity
+    test sees the gradients as they came, as the fit's stopping rule
+    (:class:`vi_ext.stopping.Stationary`) does, so the two count the same events."""
     if not learning_rate > 0:
         raise ArgumentError("learning_rate", f"must be > 0, got {learning_rate!r}.")
-    return plateau(optax.adam(learning_rate), **kwargs)
+    adam = optax.adam(learning_rate)
+    return plateau(adam if spike_sd is None else optax.chain(clip_spikes(spike_sd), adam),
+                   **kwargs)
 
 
 def cyclical_adam(num_steps: int, learning_rate: float = DEFAULT_LEARNING_RATE,

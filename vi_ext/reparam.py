@@ -68,17 +68,42 @@ def _base(fn):
 
 
 def _in_scan(msg: dict) -> bool:
-    """A site of a ``numpyro.contrib.control_flow.scan`` body: scan hands it to the handlers
-    with its value already drawn, so it cannot be reparameterized from outside the body."""
+    """A site of a ``numpyro.contrib.control_flow.scan`` body as the handlers outside the body
+    see it: scan hands it to them with its value already drawn, so it cannot be
+    reparameterized from there (:class:`_IntoScan` reaches into the body instead)."""
     return bool(msg.get("_control_flow_done")) or "_scan_current_index" in msg.get("infer", {})
 
 
+class _IntoScan(handlers.reparam):
+    """NumPyro's ``reparam`` handler carried into the bodies of ``scan`` (and of scans
+    nested in them).
+
+    ``scan`` runs its body under ``block`` and hands the body's sites to the handlers outside
+    it only afterwards, stacked over time and with their values drawn: a reparam handler
+    outside the body cannot change how a site in it is sampled. ``scan`` does announce
+    itself first, as a ``control_flow`` message whose arguments hold the body function; this
+    handler wraps that body in a copy of itself, so that inside the body each site meets the
+    same ``config`` as a site outside, before it is sampled. The sites the body then reports
+    (a reparameterized ``z`` as ``z_decentered`` and a deterministic ``z``) reach the outer
+    handlers as any scanned site does; this handler leaves those reports alone.
+    """
+
+    def process_message(self, msg):
+        if msg["type"] == "control_flow":
+            body, *rest = msg["args"]
+            msg["args"] = (_IntoScan(body, config=self.config), *rest)
+            return
+        if msg.get("_control_flow_done"):
+            return
+        super().process_message(msg)
+
+
 def _shape_params(site: dict) -> tuple[str, ...] | None:
-    """The shape parameters of a latent site of a real-valued location-scale family outside
-    a scan body (what LocScaleReparam copies unchanged); None for any other site. Works on
-    a message or on a trace's record of it."""
+    """The shape parameters of a latent site of a real-valued location-scale family (what
+    LocScaleReparam copies unchanged); None for any other site. Works on a message or on a
+    trace's record of it, in a scan body or not."""
     if site["type"] != "sample" or site.get("is_observed") or \
-            site["name"].endswith("_decentered") or _in_scan(site):
+            site["name"].endswith("_decentered"):
         return None
     base = _base(site["fn"])
     shape_params = FAMILIES.get(type(base))
@@ -90,9 +115,11 @@ def _shape_params(site: dict) -> tuple[str, ...] | None:
 def _reparameterizer(msg: dict, centered: float | None = None) -> LocScaleReparam | None:
     """LocScaleReparam(centered) for a message of a site :func:`_shape_params` accepts,
     unless its value is already set inside the model (a substitute or condition handler
-    within it); None otherwise."""
+    within it); None otherwise. A learned centering (``centered=None``) leaves scan sites
+    alone: its parameter ``<site>_centered`` would be declared once per time step."""
     shape_params = _shape_params(msg)
-    if shape_params is None or msg.get("value") is not None:
+    if shape_params is None or msg.get("value") is not None or \
+            (centered is None and _in_scan(msg)):
         return None
     return LocScaleReparam(centered=centered, shape_params=shape_params)
 
@@ -137,7 +164,7 @@ def noncentered(model: Callable, sites: Iterable[str] | None = None) -> Callable
     Args:
         model: a NumPyro model.
         sites: names of the latent sites; ``None``: every latent site of a family in
-            :data:`FAMILIES` outside a ``scan`` body (:func:`hierarchical_sites` lists the
+            :data:`FAMILIES`, in ``scan`` bodies too (:func:`hierarchical_sites` lists the
             ones where the form matters).
 
     Returns:
@@ -156,9 +183,11 @@ def noncentered(model: Callable, sites: Iterable[str] | None = None) -> Callable
 
 def hierarchical_sites(model: Callable, args: tuple = (), kwargs: dict | None = None,
                        trace: dict | None = None) -> tuple[str, ...]:
-    """The latent sites of a location-scale family (outside a ``scan`` body) whose
-    distribution depends on another latent site: the sites whose centered and non-centered
-    forms differ by more than an affine map.
+    """The latent sites of a location-scale family whose distribution depends on another
+    latent site: the sites whose centered and non-centered forms differ by more than an
+    affine map. A site in a ``scan`` body qualifies when it depends on a latent other than
+    itself at the previous step (a state-space model's state, whose location is the
+    dynamics applied to the last state and whose scale is a latent noise level).
 
     Dependencies are NumPyro's provenance analysis (``numpyro.infer.inspect.
     get_dependencies``), on the model's own arguments.
@@ -203,12 +232,15 @@ def _centered_at(model: Callable, sites: Iterable[str] | None, centered: float |
             _refuse(msg)
         return rp
 
+    # a fixed centering reaches into scan bodies; a learned one cannot (_reparameterizer)
+    handler = handlers.reparam if centered is None else _IntoScan
+
     @functools.wraps(model)
     def wrapped(*args, **kwargs):
         if sites is None:
-            return handlers.reparam(model, config=config)(*args, **kwargs)
+            return handler(model, config=config)(*args, **kwargs)
         with handlers.trace() as tr:
-            out = handlers.reparam(model, config=config)(*args, **kwargs)
+            out = handler(model, config=config)(*args, **kwargs)
         names = {n.removesuffix("_decentered") for n, s in tr.items()
                  if s["type"] in ("sample", "deterministic")}
         missing = sorted(sites - names)
@@ -225,8 +257,9 @@ def _refuse(msg: dict) -> None:
     if msg.get("is_observed"):
         raise SiteError(name, "is observed; a centering applies to latent sites only.")
     if _in_scan(msg):
-        raise SiteError(name, "is sampled inside a scan body, which NumPyro's reparam handler "
-                        "cannot reach from outside; write the non-centered form in the body.")
+        raise SiteError(name, "is sampled inside a scan body, where a learned centering's "
+                        "parameter would be declared once per step; non-center it "
+                        "(vx.reparam.noncentered) or write the centering in the body.")
     if msg.get("value") is not None:
         raise SiteError(name, "has its value set inside the model (a substitute or condition "
                         "handler within it): there is nothing to reparameterize.")

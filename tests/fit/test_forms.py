@@ -11,7 +11,7 @@ from numpyro.infer.autoguide import AutoNormal
 import vi_ext as vx
 from models import funnel
 from vi_ext.fit import build
-from vi_ext.fit.forms import MAX_RACE_STEPS, MIN_RACE_STEPS, race_steps
+from vi_ext.fit.forms import MAX_RACE_STEPS, MIN_RACE_STEPS, race_steps, trimmed
 
 
 def test_race_steps_are_a_share_of_the_fit_bounded_both_ways():
@@ -104,3 +104,20 @@ def test_a_model_the_dependency_analysis_cannot_trace_is_fitted_as_written(monke
     with pytest.warns(RuntimeWarning, match="dependency analysis could not trace.*NotImpl"):
         f = build(funnel.model, num_steps=10000, key=0)
     assert f.start.noncentered == () and "race" not in f.start.reason
+
+
+def test_one_diverging_draw_does_not_decide_a_lap():
+    # a lap's losses around 130 with one draw at 6e9 (a Lorenz path that diverged): the
+    # trimmed mean and its standard error are those of the bulk
+    rng = np.random.default_rng(0)
+    losses = 130.0 + rng.normal(0.0, 2.0, 500)
+    spiked = losses.copy()
+    spiked[123] = 6e9
+    spiked[7] = np.nan  # a rejected step's loss is left out
+    lap = trimmed(spiked)
+    assert abs(lap.mean - 130.0) < 4 * 2.0 / np.sqrt(500)
+    assert 0.5 * 2.0 / np.sqrt(500) < lap.se < 1.5 * 2.0 / np.sqrt(500)
+    # and the trimmed mean of symmetric noise is its mean, within its standard error
+    plain = trimmed(losses)
+    assert abs(plain.mean - losses.mean()) < plain.se
+    assert trimmed(np.array([1.0, np.inf])).mean == float("inf")

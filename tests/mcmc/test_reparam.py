@@ -2,6 +2,7 @@
 errors, the non-centered joint density, and refine at the learned parameterization matching
 reference NUTS on centered eight schools."""
 
+import jax
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -104,8 +105,10 @@ def test_hierarchical_sites_are_those_whose_location_or_scale_depends_on_a_laten
     data = eight_schools.data()
     assert vx.reparam.hierarchical_sites(eight_schools.centered, (), data) == ("theta",)
     assert vx.reparam.hierarchical_sites(eight_schools.noncentered, (), data) == ()
-    # x0 ~ N(0, sigma / sqrt(1 - phi^2)) qualifies; x, drawn inside a scan body, cannot
-    assert vx.reparam.hierarchical_sites(time_series.model, (), time_series.data()) == ("x0",)
+    # x0 ~ N(0, sigma / sqrt(1 - phi^2)) qualifies, and so does x ~ N(phi x_prev, sigma),
+    # drawn inside a scan body (it depends on phi and sigma, not only on its own past)
+    assert vx.reparam.hierarchical_sites(time_series.model, (), time_series.data()) == \
+        ("x0", "x")
 
 
 @settings(max_examples=30, deadline=None)
@@ -130,7 +133,7 @@ def test_noncentered_is_the_same_joint_density_up_to_its_jacobian(family, m, s, 
     assert np.isclose(float(other), float(written) + np.log(s), rtol=1e-5, atol=1e-4)
 
 
-def test_scan_sites_are_left_alone_and_named_when_asked_for():
+def test_a_learned_centering_leaves_scan_sites_alone_and_names_one_asked_for():
     from models import time_series
 
     # (phi is drawn from N(0, 1): beyond 1 the stationary scale of x0 is NaN)
@@ -138,5 +141,53 @@ def test_scan_sites_are_left_alone_and_named_when_asked_for():
     tr = _trace(vx.reparam.learned_centering(ar1), **time_series.data())
     assert tr["x"]["type"] == "sample" and "x0_decentered" in tr
     with pytest.raises(vx.SiteError, match="scan") as e:
-        _trace(vx.reparam.noncentered(ar1, ["x"]), **time_series.data())
+        _trace(vx.reparam.learned_centering(ar1, ["x"]), **time_series.data())
     assert e.value.site == "x"
+
+
+def _walk(noncentered_by_hand, length):
+    """A random walk with drift in a scan body, x_t ~ N(x_{t-1} + mu, s), and two noisy
+    copies w_t ~ N(x_t, 1) drawn in the same body."""
+    from numpyro.contrib.control_flow import scan
+
+    def model():
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        s = numpyro.sample("s", dist.LogNormal(0.0, 0.5))
+
+        def step(prev, _):
+            if noncentered_by_hand:
+                x = prev + mu + s * numpyro.sample("x_decentered", dist.Normal(0.0, 1.0))
+                w = x + numpyro.sample("w_decentered", dist.Normal(0.0, 1.0).expand([2])
+                                       .to_event(1))
+            else:
+                x = numpyro.sample("x", dist.Normal(prev + mu, s))
+                w = numpyro.sample("w", dist.Normal(x, 1.0).expand([2]).to_event(1))
+            return x, w
+
+        _, ws = scan(step, 0.0, None, length=length)
+        numpyro.sample("y", dist.Normal(ws, 0.5).to_event(2), obs=np.ones((length, 2)))
+
+    return model
+
+
+@settings(max_examples=6, deadline=None)
+@given(length=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_noncentered_reaches_into_scan_bodies(length, seed):
+    # the non-centered form of sites sampled in a scan body is the model written
+    # non-centered by hand, inside the body: the same log density at the same values
+    rng = np.random.default_rng(seed)
+    values = {"mu": rng.normal(), "s": rng.lognormal(0.0, 0.5),
+              "x_decentered": rng.normal(size=length),
+              "w_decentered": rng.normal(size=(length, 2))}
+    written = _walk(False, length)
+    nc = vx.reparam.noncentered(written, ["x", "w"])
+    auto, by_hand = jax.jit(lambda v: (log_density(nc, (), {}, v)[0],
+                                       log_density(_walk(True, length), (), {}, v)[0]))(values)
+    np.testing.assert_allclose(float(auto), float(by_hand), rtol=1e-5)
+    tr = _trace(nc)
+    assert tr["x"]["type"] == "deterministic" and np.shape(tr["x"]["value"]) == (length,)
+    assert tr["w_decentered"]["type"] == "sample"
+
+
+def test_hierarchical_sites_in_a_scan_body():
+    assert vx.reparam.hierarchical_sites(_walk(False, 3)) == ("x", "w")
