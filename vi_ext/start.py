@@ -92,6 +92,9 @@ class Start(NamedTuple):
             site takes there), for any autoguide's ``init_loc_fn`` (:meth:`init_loc_fn`).
         noncentered: the sites the default fit put in non-centered form (``reparam="auto"``:
             that form won the race of :mod:`vi_ext.fit.forms`); empty: as written.
+        runner_up: the candidate with the next highest finite score, as a :class:`Start` of
+            its own (whose ``runner_up`` is None), or None; the default fit races it
+            against the chosen one (:mod:`vi_ext.fit.forms`).
     """
 
     name: str
@@ -105,6 +108,7 @@ class Start(NamedTuple):
     reason: str
     values: dict | None = None
     noncentered: tuple = ()
+    runner_up: Any = None
 
     def init_loc_fn(self) -> Callable:
         """``init_to_value`` at the chosen locations: the start of any NumPyro autoguide
@@ -378,23 +382,33 @@ def choose_start_for(model: Callable, model_args: tuple, model_kwargs: dict, *,
     s = np.where(np.isfinite(s), s, -np.inf)
     best = int(np.argmax(s))
     name = names[best]
-    loc, scale = gaussians[name]
     order = sorted(range(len(names)), key=lambda i: -s[i])
     runner = order[1] if len(order) > 1 else None
     reason = f"{name} has the highest ELBO estimate, {s[best]:.4g} +- {se[best]:.2g} nats"
     if runner is not None:
         reason += (f"; next {names[runner]} at {s[runner]:.4g}" if np.isfinite(s[runner])
                    else f"; {names[runner]} had a non-finite draw")
-    locs = problem.unravel(jnp.asarray(loc))
-    return Start(
-        name=name,
-        locs=locs,
-        scales=problem.unravel(jnp.asarray(scale)),
-        scores={n: float(v) for n, v in zip(names, s, strict=True)},
-        standard_errors={n: float(v) for n, v in zip(names, se, strict=True)},
-        gradient_evaluations=int(grads),
-        density_evaluations=int(dens),
-        seconds=time.perf_counter() - t0,
-        reason=reason,
-        values=constrained[name],
-    )
+    seconds = time.perf_counter() - t0
+
+    def start(n: str, why: str, runner_up: Start | None = None) -> Start:
+        loc, scale = gaussians[n]
+        return Start(
+            name=n,
+            locs=problem.unravel(jnp.asarray(loc)),
+            scales=problem.unravel(jnp.asarray(scale)),
+            scores={c: float(v) for c, v in zip(names, s, strict=True)},
+            standard_errors={c: float(v) for c, v in zip(names, se, strict=True)},
+            gradient_evaluations=int(grads),
+            density_evaluations=int(dens),
+            seconds=seconds,
+            reason=why,
+            values=constrained[n],
+            runner_up=runner_up,
+        )
+
+    second = None
+    if runner is not None and np.isfinite(s[runner]):
+        n2 = names[runner]
+        second = start(n2, f"{n2} has the second highest ELBO estimate, {s[runner]:.4g} +- "
+                       f"{se[runner]:.2g} nats; first {name} at {s[best]:.4g}")
+    return start(name, reason, second)

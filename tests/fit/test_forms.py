@@ -1,6 +1,9 @@
 """The default fit's choice of form (vi_ext.fit.forms): the model as written or its
 hierarchical latents non-centered, by a short race of the two fits."""
 
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
@@ -11,7 +14,16 @@ from numpyro.infer.autoguide import AutoNormal
 import vi_ext as vx
 from models import funnel
 from vi_ext.fit import build
-from vi_ext.fit.forms import MAX_RACE_STEPS, MIN_RACE_STEPS, race_steps, trimmed
+from vi_ext.fit.config import FitConfig
+from vi_ext.fit.forms import (
+    MAX_RACE_STEPS,
+    MIN_RACE_STEPS,
+    Entrant,
+    race,
+    race_steps,
+    trimmed,
+)
+from vi_ext.fit.plan import Plan
 
 
 def test_race_steps_are_a_share_of_the_fit_bounded_both_ways():
@@ -29,9 +41,10 @@ def test_the_funnel_is_fitted_non_centered():
     # runs the race (it is setup); the loop is not needed to see its verdict
     fitter = build(funnel.model, num_steps=10000, key=0)
     assert fitter.start.noncentered == ("x",)
-    assert fitter.start.reason.startswith("non-centered x: loss"), fitter.start.reason
-    # the race is charged to the start: both starts and 2 x 500 steps x 4 particles
-    assert fitter.start.gradient_evaluations >= 2 * 500 * 4
+    assert fitter.start.reason.startswith("non-centered x from "), fitter.start.reason
+    # the race is charged to the start: both forms' starts and 4 x 500 steps x 4 particles
+    # (each form from its best start and from the runner-up)
+    assert fitter.start.gradient_evaluations >= 4 * 500 * 4
     # the fitted model samples x_decentered and keeps x = e^(v/2) x_decentered, so draws
     # (res.sample) carry both
     tr = handlers.trace(handlers.seed(fitter.model, 1)).get_trace()
@@ -56,17 +69,21 @@ def test_a_model_pinned_by_its_data_stays_as_written():
         0.1 * np.random.default_rng(0).normal(size=80)
     fitter = build(_pinned, num_steps=10000, key=0, y=y)
     assert fitter.start.noncentered == (), fitter.start.reason
-    assert fitter.start.reason.startswith("as written (not non-centered theta)")
+    assert fitter.start.reason.startswith("as written from "), fitter.start.reason
+    assert "non-centered theta from" in fitter.start.reason  # it raced, and lost
 
 
-def test_no_race_for_a_model_with_no_hierarchy_reparam_none_or_a_guide_of_ones_own():
+def test_no_race_of_forms_for_a_model_with_no_hierarchy_or_reparam_none_and_no_race_for_a_guide_of_ones_own():  # noqa: E501
     def flat(y=None):
         z = numpyro.sample("z", dist.Normal(0.0, 1.0))
         numpyro.sample("y", dist.Normal(z, 1.0), obs=y)
 
-    assert "race" not in build(flat, num_steps=10000, key=0, y=0.3).start.reason
+    # only the starts race: the chosen one against the runner-up, as written
+    reason = build(flat, num_steps=10000, key=0, y=0.3).start.reason
+    assert "non-centered" not in reason and reason.count("as written from") == 2, reason
     written = build(funnel.model, num_steps=10000, key=0, reparam=None)
-    assert written.start.noncentered == () and "race" not in written.start.reason
+    assert written.start.noncentered == () and "non-centered" not in written.start.reason
+    assert "race" not in build(flat, num_steps=5000, key=0, y=0.3).start.reason
     own = build(funnel.model, guide=AutoNormal(funnel.model), num_steps=10000, key=0)
     assert own.start is None and not hasattr(own.model, "__wrapped__")
 
@@ -103,7 +120,7 @@ def test_a_model_the_dependency_analysis_cannot_trace_is_fitted_as_written(monke
     monkeypatch.setattr(fitter, "hierarchical_sites", fails)
     with pytest.warns(RuntimeWarning, match="dependency analysis could not trace.*NotImpl"):
         f = build(funnel.model, num_steps=10000, key=0)
-    assert f.start.noncentered == () and "race" not in f.start.reason
+    assert f.start.noncentered == () and "non-centered" not in f.start.reason
 
 
 def test_one_diverging_draw_does_not_decide_a_lap():
@@ -121,3 +138,44 @@ def test_one_diverging_draw_does_not_decide_a_lap():
     plain = trimmed(losses)
     assert abs(plain.mean - losses.mean()) < plain.se
     assert trimmed(np.array([1.0, np.inf])).mean == float("inf")
+
+
+class _Fake(NamedTuple):
+    # what race() reads of a Fitter: its state, its chunks (here: given losses), its start
+    init_state: Any
+    run_chunk: Any
+    start: Any
+    objective: Any = vx.objectives.elbo(1)
+
+
+def _form(runs, sites=()):
+    """The entrants of one form, one per (start name, losses): one chunk function shared by
+    them (a form compiles once; its starts are initial states), here reading the losses
+    from the state, an offset into all of them."""
+    losses = np.concatenate([x for _, x in runs])
+
+    def run_chunk(state, active):
+        n = int(np.sum(active))
+        return state + n, jnp.asarray(losses[state:state + n])
+
+    offsets = np.cumsum([0] + [len(x) for _, x in runs])
+    return [Entrant(_Fake(int(o), run_chunk, vx.start.Start(
+        name, {}, {}, {}, {}, 100, 10, 1.0, f"{name} chosen")), sites)
+        for (name, _), o in zip(runs, offsets, strict=False)]
+
+
+def test_the_race_keeps_the_first_entrant_unless_another_beats_it_by_the_margin():
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0.0, 1.0, 400)
+    plan = Plan(FitConfig(num_steps=8000))
+    # the runner-up start of the non-centered form is 30 nats lower: it wins, and its start
+    # is charged the laps of all four and the starts of the two forms
+    field = _form([("saa_median", 130 + noise), ("saa_uniform", 131 + noise)]) + \
+        _form([("saa_median", 125 + noise), ("saa_uniform", 100 + noise)], ("u",))
+    won = race(field, plan, 400)
+    assert won.start.name == "saa_uniform" and won.start.noncentered == ("u",)
+    assert won.start.reason.startswith("non-centered u from saa_uniform: loss 99.9")
+    assert won.start.gradient_evaluations == 2 * 100 + 4 * 400 * 1
+    # lower, but within the margin (2 standard errors of the difference): the first stays
+    close = _form([("saa_median", 130 + noise), ("saa_uniform", 129.95 + noise)])
+    assert race(close, plan, 400).start.reason.startswith("as written from saa_median")

@@ -26,7 +26,7 @@ from vi_ext.checkpoint import read as read_checkpoint
 from vi_ext.data import Dataset, StreamPlates, as_dataset, check_scaled
 from vi_ext.errors import ArgumentError
 from vi_ext.fit.config import FitConfig, signature_with_options
-from vi_ext.fit.forms import race, race_steps, resumed
+from vi_ext.fit.forms import Entrant, race, race_steps, resumed
 from vi_ext.fit.plan import Plan
 from vi_ext.fit.step import FitState, init_state, make_step
 from vi_ext.keys import as_key
@@ -68,6 +68,9 @@ class Fitter(NamedTuple):
         model_args, model_kwargs: the model's own arguments (without a minibatch).
         start: where the default guide started and why (a :class:`~vi_ext.start.Start`);
             None for a guide of your own or the prior-median start.
+        init_for: ``params -> FitState``: the state at step 0 with the named params
+            (constrained values) in place of the initial ones; ``run_chunk`` runs it as it
+            is (the race of starts, :mod:`vi_ext.fit.forms`, uses it).
     """
 
     init_state: FitState
@@ -85,6 +88,7 @@ class Fitter(NamedTuple):
     model_args: tuple = ()
     model_kwargs: dict = {}
     start: Start | None = None
+    init_for: Callable[[dict], FitState] | None = None
 
     def batch_kwargs(self, step: int | None = None) -> dict:
         """The model's keyword arguments at ``step``: with streamed data, its own plus the
@@ -148,6 +152,7 @@ class DefaultGuide(NamedTuple):
     guide: Callable
     start: Start | None  # the chosen start; None: the prior medians, not chosen
     init_params: dict    # the guide's params at the start (constrained)
+    params_for: Callable[[Start], dict] | None = None  # the guide's params at another start
 
 
 def start_options(budget: int | None, saa_draws: int = 8) -> dict:
@@ -203,14 +208,20 @@ def default_guide(model: Callable, args: tuple, kwargs: dict, key: jax.Array,
             AutoNormal(seen, init_loc_fn=init)
         return DefaultGuide(guide, None, {})
     if full:
-        # the chosen candidate's locations and scales (a diagonal scale_tril), in that order
-        loc = jnp.concatenate([jnp.ravel(start.locs[n]) for n in order])
-        scale = jnp.minimum(jnp.concatenate([jnp.ravel(start.scales[n]) for n in order]),
-                            FULL_RANK_INIT_SCALE)
-        return DefaultGuide(AutoMultivariateNormal(seen, init_loc_fn=start.init_loc_fn()),
-                            start, {"auto_loc": loc, "auto_scale_tril": jnp.diag(scale)})
-    return DefaultGuide(AutoNormal(seen, init_loc_fn=start.init_loc_fn()), start,
-                        start.autonormal_params())
+        def params_for(s: Start) -> dict:
+            # the candidate's locations and scales (a diagonal scale_tril), in that order
+            loc = jnp.concatenate([jnp.ravel(s.locs[n]) for n in order])
+            scale = jnp.minimum(jnp.concatenate([jnp.ravel(s.scales[n]) for n in order]),
+                                FULL_RANK_INIT_SCALE)
+            return {"auto_loc": loc, "auto_scale_tril": jnp.diag(scale)}
+
+        guide = AutoMultivariateNormal(seen, init_loc_fn=start.init_loc_fn())
+    else:
+        def params_for(s: Start) -> dict:
+            return s.autonormal_params()
+
+        guide = AutoNormal(seen, init_loc_fn=start.init_loc_fn())
+    return DefaultGuide(guide, start, params_for(start), params_for)
 
 
 #: the options of fit's loop (vi_ext.fit.loop); build() refuses them by name
@@ -274,33 +285,49 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
         return assemble(setup, model, guide)
 
     def with_default_guide(form, trace=None):
-        guide, start, start_params = default_guide(
+        dg = default_guide(
             form, model_args, init_kwargs, k_init, config.start, start_key=config.key,
             budget=int(config.num_steps) * objective.num_particles, trace=trace)
-        return assemble(setup, form, guide, start_params, start, trace)
+        return assemble(setup, form, dg.guide, dg.init_params, dg.start, trace), dg.params_for
+
+    def entrants(fitter, params_for, sites=()):
+        # the fitter from its chosen start and, if there is one, from the runner-up: the
+        # same compiled chunk, another initial state
+        out = [Entrant(fitter, sites)]
+        second = fitter.start.runner_up
+        if second is not None:
+            out.append(Entrant(fitter._replace(init_state=fitter.init_for(params_for(second)),
+                                               start=second), sites))
+        return out
 
     # one prior trace of the model as written, for its default guide and the analysis below
     trace = prior_trace(model, model_args, init_kwargs, k_init)
-    written = with_default_guide(model, trace)
+    written, written_params = with_default_guide(model, trace)
     steps = race_steps(int(config.num_steps))
-    if config.reparam != "auto" or written.start is None or dataset is not None or not steps \
-            or config.init_params:
+    if written.start is None or dataset is not None or not steps or config.init_params or \
+            (config.resume is not None and config.reparam != "auto"):
         return written
-    try:
-        sites = hierarchical_sites(model, model_args, init_kwargs, trace)
-    except Exception as e:  # noqa: BLE001 - an analysis the fit can do without
-        warnings.warn(f"reparam='auto': NumPyro's dependency analysis could not trace the "
-                      f"model ({type(e).__name__}: {str(e)[:200]}); it is fitted as written. "
-                      "Pass reparam=None to skip the analysis.", RuntimeWarning, stacklevel=4)
-        sites = ()
-    if not sites:
+    sites: tuple = ()
+    if config.reparam == "auto":
+        try:
+            sites = hierarchical_sites(model, model_args, init_kwargs, trace)
+        except Exception as e:  # noqa: BLE001 - an analysis the fit can do without
+            warnings.warn(f"reparam='auto': NumPyro's dependency analysis could not trace "
+                          f"the model ({type(e).__name__}: {str(e)[:200]}); it is fitted as "
+                          "written. Pass reparam=None to skip the analysis.", RuntimeWarning,
+                          stacklevel=4)
+    field = entrants(written, written_params)
+    if sites:
+        other, other_params = with_default_guide(noncentered(model, sites))
+        if config.resume is not None:
+            # a resumed fit continues in its checkpoint's form (a mismatch: the loop names it)
+            meta = read_checkpoint(config.resume)[0]
+            return resumed((written, other), sites,
+                           meta.get("info", {}).get("params", ())) or written
+        field += entrants(other, other_params, sites)
+    if config.resume is not None or len(field) == 1:
         return written
-    pair = (written, with_default_guide(noncentered(model, sites)))
-    if config.resume is not None:
-        # a resumed fit continues in its checkpoint's form (a mismatch: the loop names it)
-        meta = read_checkpoint(config.resume)[0]
-        return resumed(pair, sites, meta.get("info", {}).get("params", ())) or written
-    return race(pair, sites, Plan(config), steps)
+    return race(field, Plan(config), steps)
 
 
 class Setup(NamedTuple):
@@ -347,7 +374,6 @@ def assemble(setup: Setup, model: Callable, guide: Callable, start_params: dict 
         raise ArgumentError(
             "guide", "the guide and model have no numpyro.param sites: there is nothing to fit."
         )
-    u0 = unconstrain(values, cons)
 
     def surrogate_for(batch):
         kwargs = model_kwargs if batch is None else {**model_kwargs, **batch}
@@ -378,10 +404,12 @@ def assemble(setup: Setup, model: Callable, guide: Callable, start_params: dict 
         shardings = (rep, rep) if dataset is None else (rep, rep, batch_sharding(mesh))
         run_chunk = jax.jit(scan_chunk, in_shardings=shardings, out_shardings=(rep, rep))
 
-    state = init_state(u0, optimizer, k_fit, rules=rules,
-                       strategy_state=initial_state(surrogate, values, k_fit))
-    if mesh is not None:
-        state = jax.device_put(state, replicated(mesh))
-    return Fitter(state, run_chunk, loss_and_grad, guide, objective, cons, estimators, rules,
-                  dataset, mesh, model, first_batch, tuple(model_args), dict(model_kwargs),
-                  start)
+    def init_for(params: dict) -> FitState:
+        at = {**values, **{k: jnp.asarray(v) for k, v in params.items()}}
+        state = init_state(unconstrain(at, cons), optimizer, k_fit, rules=rules,
+                           strategy_state=initial_state(surrogate, at, k_fit))
+        return state if mesh is None else jax.device_put(state, replicated(mesh))
+
+    return Fitter(init_for({}), run_chunk, loss_and_grad, guide, objective, cons, estimators,
+                  rules, dataset, mesh, model, first_batch, tuple(model_args),
+                  dict(model_kwargs), start, init_for)
