@@ -20,6 +20,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -288,13 +289,13 @@ class SpikeState(NamedTuple):
     num_clipped: jax.Array
 
 
-def clip_spikes(num_sd: float = 4.0, decay: float = 0.99, warmup: int = 50
-                ) -> optax.GradientTransformation:
+def clip_spikes(num_sd: float = 4.0, min_ratio: float = 100.0, decay: float = 0.99,
+                warmup: int = 50) -> optax.GradientTransformation:
     """Clip a gradient whose global norm is a spike for the recent past.
 
     With l_t = log |g_t| and m, v the running mean and variance of the log norms passed on,
 
-        g_t <- g_t min(1, exp(m + num_sd sqrt(v)) / |g_t|),
+        g_t <- g_t min(1, exp(b) / |g_t|),   b = m + max(num_sd sqrt(v), log min_ratio),
         m <- m + w (l'_t - m),   v <- (1 - w) (v + w (l'_t - m)^2),   w = max(1 - decay, 1 / t),
 
     where l'_t is the log norm after clipping (a spike does not raise the bar for the next
@@ -306,9 +307,14 @@ def clip_spikes(num_sd: float = 4.0, decay: float = 0.99, warmup: int = 50
     drawn near zero). Adam bounds the step of such a draw, but its second moment keeps the
     spike for thousands of steps and freezes the fit where the spike sent it: a fit of the
     Lorenz bridge that had found the posterior's main mode by step 700 met a loss of 6e9 at
-    step 850 and ended in the mode that calls the data noise. Ordinary gradients are never
-    clipped (their log norms vary by far less than 4 running standard deviations), so
-    where no spike occurs the fit is unchanged.
+    step 850 and ended in the mode that calls the data noise. Ordinary gradients are left
+    alone: clipping is a bias wherever the gradient's distribution is skewed, and a bar of
+    4 standard deviations alone clipped 1.4% of the steps of the default fit of eight
+    schools (log norms with a standard deviation of 0.3 and a tail to 13 times their
+    geometric mean), which then never met its stopping rule. Hence the floor: nothing
+    within ``min_ratio`` times the running geometric mean of the norms is clipped (on
+    six models of the posterior suite the largest of 4000 gradients at the optimum was
+    1.7 to 13 times it).
 
     References:
         Seetharaman, Wichern, Pardo, Le Roux. AutoClip: Adaptive gradient clipping for
@@ -318,6 +324,8 @@ def clip_spikes(num_sd: float = 4.0, decay: float = 0.99, warmup: int = 50
     """
     if not num_sd > 0:
         raise ArgumentError("num_sd", f"must be > 0, got {num_sd!r}.")
+    if not min_ratio >= 1:
+        raise ArgumentError("min_ratio", f"must be >= 1, got {min_ratio!r}.")
     if not 0 < decay < 1:
         raise ArgumentError("decay", f"must be in (0, 1), got {decay!r}.")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
@@ -332,7 +340,7 @@ def clip_spikes(num_sd: float = 4.0, decay: float = 0.99, warmup: int = 50
         del params
         norm = optax.tree.norm(grads).astype(jnp.float32)
         log_norm = jnp.log(jnp.maximum(norm, jnp.finfo(jnp.float32).tiny))
-        bar = state.mean + num_sd * jnp.sqrt(state.var)
+        bar = state.mean + jnp.maximum(num_sd * jnp.sqrt(state.var), math.log(min_ratio))
         clip = (state.count >= warmup) & (log_norm > bar)
         factor = jnp.where(clip, jnp.exp(bar - log_norm), 1.0)
         passed = jnp.where(clip, bar, log_norm)
