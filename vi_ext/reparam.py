@@ -22,12 +22,14 @@ about 16-fold (benchmarks/refine.py).
 :func:`noncentered` fixes c = 0 for the sites it names, and :func:`hierarchical_sites` finds
 the sites where the choice matters: the location-scale latents whose location or scale
 depends on another latent (for a site with a constant location and scale the two forms
-differ by an affine map, which a Gaussian guide absorbs). ``vx.fit(model)`` with the default
-guide runs a short race of the default fit of the model as written against that of its
-non-centered form, and fits the better (``reparam="auto"``, :mod:`vi_ext.fit.forms`). It does
-not learn c during the fit: where the best c is 0 or 1 (Neal's funnel, a banana) its logit
-drifts towards infinity at every step, and no stationarity test can say the fit has
-converged.
+differ by an affine map, which a Gaussian guide absorbs). :func:`noncentered` reaches into
+``scan`` bodies, where a state-space model draws its states: non-centered, the path is a
+deterministic function of its first state and innovations. ``vx.fit(model)`` with the
+default guide runs a short race of the default fit of the model as written against that
+of its non-centered form, and fits the better (``reparam="auto"``,
+:mod:`vi_ext.fit.forms`). It does not learn c during the fit: where the best c is 0 or 1
+(Neal's funnel, a banana) its logit drifts towards infinity at every step, and no
+stationarity test can say the fit has converged.
 
 Reference:
     Gorinova, Moore, Hoffman. Automatic Reparameterisation of Probabilistic Programs.
