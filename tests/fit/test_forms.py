@@ -112,12 +112,12 @@ def test_a_resumed_fit_continues_in_its_checkpoints_form(tmp_path):
 def test_a_model_the_dependency_analysis_cannot_trace_is_fitted_as_written(monkeypatch):
     import importlib
 
-    fitter = importlib.import_module("vi_ext.fit.fitter")
+    forms = importlib.import_module("vi_ext.fit.forms")
 
     def fails(*args, **kwargs):
         raise NotImplementedError("no provenance rule for this primitive")
 
-    monkeypatch.setattr(fitter, "hierarchical_sites", fails)
+    monkeypatch.setattr(forms, "hierarchical_sites", fails)
     with pytest.warns(RuntimeWarning, match="dependency analysis could not trace.*NotImpl"):
         f = build(funnel.model, num_steps=10000, key=0)
     assert f.start.noncentered == () and "non-centered" not in f.start.reason

@@ -10,7 +10,6 @@ compiled until ``run_chunk`` is first called.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -26,7 +25,7 @@ from vi_ext.checkpoint import read as read_checkpoint
 from vi_ext.data import Dataset, StreamPlates, as_dataset, check_scaled
 from vi_ext.errors import ArgumentError
 from vi_ext.fit.config import FitConfig, signature_with_options
-from vi_ext.fit.forms import Entrant, race, race_steps, resumed
+from vi_ext.fit.forms import entrants, race, race_sites, race_steps, resumed
 from vi_ext.fit.plan import Plan
 from vi_ext.fit.step import FitState, init_state, make_step
 from vi_ext.keys import as_key
@@ -35,7 +34,7 @@ from vi_ext.params import constrain, param_sites, unconstrain
 from vi_ext.program.objective import Objective
 from vi_ext.program.sites import sample_sites
 from vi_ext.program.transform import check_estimators, initial_state, surrogate_fn
-from vi_ext.reparam import hierarchical_sites, noncentered
+from vi_ext.reparam import noncentered
 from vi_ext.result import FitResult
 from vi_ext.sharding import (
     batch_sharding,
@@ -290,16 +289,6 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
             budget=int(config.num_steps) * objective.num_particles, trace=trace)
         return assemble(setup, form, dg.guide, dg.init_params, dg.start, trace), dg.params_for
 
-    def entrants(fitter, params_for, sites=()):
-        # the fitter from its chosen start and, if there is one, from the runner-up: the
-        # same compiled chunk, another initial state
-        out = [Entrant(fitter, sites)]
-        second = fitter.start.runner_up
-        if second is not None:
-            out.append(Entrant(fitter._replace(init_state=fitter.init_for(params_for(second)),
-                                               start=second), sites))
-        return out
-
     # one prior trace of the model as written, for its default guide and the analysis below
     trace = prior_trace(model, model_args, init_kwargs, k_init)
     written, written_params = with_default_guide(model, trace)
@@ -307,15 +296,8 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
     if written.start is None or dataset is not None or not steps or config.init_params or \
             (config.resume is not None and config.reparam != "auto"):
         return written
-    sites: tuple = ()
-    if config.reparam == "auto":
-        try:
-            sites = hierarchical_sites(model, model_args, init_kwargs, trace)
-        except Exception as e:  # noqa: BLE001 - an analysis the fit can do without
-            warnings.warn(f"reparam='auto': NumPyro's dependency analysis could not trace "
-                          f"the model ({type(e).__name__}: {str(e)[:200]}); it is fitted as "
-                          "written. Pass reparam=None to skip the analysis.", RuntimeWarning,
-                          stacklevel=4)
+    sites = race_sites(model, model_args, init_kwargs, trace) \
+        if config.reparam == "auto" else ()
     field = entrants(written, written_params)
     if sites:
         other, other_params = with_default_guide(noncentered(model, sites))

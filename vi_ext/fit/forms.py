@@ -47,6 +47,7 @@ Reference:
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -54,6 +55,7 @@ import jax
 import numpy as np
 
 from vi_ext.fit.plan import Plan
+from vi_ext.reparam import hierarchical_sites
 
 #: the race's steps per form: this share of num_steps, at most MAX_RACE_STEPS; no race
 #: below MIN_RACE_STEPS
@@ -140,6 +142,30 @@ class Entrant(NamedTuple):
         form = f"non-centered {', '.join(self.noncentered)}" if self.noncentered else \
             "as written"
         return f"{form} from {self.fitter.start.name}"
+
+
+def entrants(fitter: Any, params_for: Any, sites: tuple = ()) -> list[Entrant]:
+    """The entrants of one form: ``fitter`` from its chosen start and, if the choice had a
+    runner-up, from that one (the same compiled chunk, another initial state:
+    ``params_for(start)`` gives the guide's params there)."""
+    out = [Entrant(fitter, sites)]
+    second = fitter.start.runner_up
+    if second is not None:
+        out.append(Entrant(fitter._replace(init_state=fitter.init_for(params_for(second)),
+                                           start=second), sites))
+    return out
+
+
+def race_sites(model: Any, args: tuple, kwargs: dict, trace: dict) -> tuple:
+    """:func:`~vi_ext.reparam.hierarchical_sites` of the model, or none (with a warning)
+    when NumPyro's dependency analysis cannot trace it: the fit can do without."""
+    try:
+        return hierarchical_sites(model, args, kwargs, trace)
+    except Exception as e:  # noqa: BLE001 - an analysis the fit can do without
+        warnings.warn(f"reparam='auto': NumPyro's dependency analysis could not trace the "
+                      f"model ({type(e).__name__}: {str(e)[:200]}); it is fitted as written. "
+                      "Pass reparam=None to skip the analysis.", RuntimeWarning, stacklevel=5)
+        return ()
 
 
 def race(field: Sequence[Entrant], plan: Plan, steps: int) -> Any:
