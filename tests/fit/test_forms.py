@@ -84,6 +84,11 @@ def test_no_race_of_forms_for_a_model_with_no_hierarchy_or_reparam_none_and_no_r
     written = build(funnel.model, num_steps=10000, key=0, reparam=None)
     assert written.start.noncentered == () and "non-centered" not in written.start.reason
     assert "race" not in build(flat, num_steps=5000, key=0, y=0.3).start.reason
+    # a Start given by the caller is used as given, its runner-up not raced
+    given = vx.start.choose_start(flat, key=0, y=0.3)
+    assert given.runner_up is not None
+    fitted = build(flat, start=given, num_steps=10000, key=0, y=0.3).start
+    assert fitted.name == given.name and "race" not in fitted.reason
     own = build(funnel.model, guide=AutoNormal(funnel.model), num_steps=10000, key=0)
     assert own.start is None and not hasattr(own.model, "__wrapped__")
 

@@ -298,7 +298,9 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
         return written
     sites = race_sites(model, model_args, init_kwargs, trace) \
         if config.reparam == "auto" else ()
-    field = entrants(written, written_params)
+    # a start given by the caller (a Start) is used as given: only "auto" races its runner-up
+    choose = isinstance(config.start, str) and config.start == "auto"
+    field = entrants(written, written_params, runner_up=choose)
     if sites:
         other, other_params = with_default_guide(noncentered(model, sites))
         if config.resume is not None:
@@ -306,7 +308,7 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
             meta = read_checkpoint(config.resume)[0]
             return resumed((written, other), sites,
                            meta.get("info", {}).get("params", ())) or written
-        field += entrants(other, other_params, sites)
+        field += entrants(other, other_params, sites, runner_up=choose)
     if config.resume is not None or len(field) == 1:
         return written
     return race(field, Plan(config), steps)

@@ -144,13 +144,14 @@ class Entrant(NamedTuple):
         return f"{form} from {self.fitter.start.name}"
 
 
-def entrants(fitter: Any, params_for: Any, sites: tuple = ()) -> list[Entrant]:
-    """The entrants of one form: ``fitter`` from its chosen start and, if the choice had a
-    runner-up, from that one (the same compiled chunk, another initial state:
+def entrants(fitter: Any, params_for: Any, sites: tuple = (), runner_up: bool = True
+             ) -> list[Entrant]:
+    """The entrants of one form: ``fitter`` from its chosen start and, if ``runner_up`` and
+    the choice had one, from the runner-up (the same compiled chunk, another initial state:
     ``params_for(start)`` gives the guide's params there)."""
     out = [Entrant(fitter, sites)]
     second = fitter.start.runner_up
-    if second is not None:
+    if runner_up and second is not None:
         out.append(Entrant(fitter._replace(init_state=fitter.init_for(params_for(second)),
                                            start=second), sites))
     return out
