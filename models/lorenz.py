@@ -12,7 +12,11 @@ with step dt, and only its first coordinate is observed, before and after a gap:
 with dt = 0.02 and T = 40. The posterior has a mode where the path follows the attractor and
 tau is small, and a poor mode where the path sits near the fixed point at the origin and
 tau is large enough to call every observation noise; a fit started at the prior median
-(u_0 = 0, where the drift vanishes) begins in the second.
+(u_0 = 0, where the drift vanishes) begins in the second. As written (centered), every
+start and every optimizer measured stays there; with the states non-centered
+(``vx.reparam.noncentered(model, ["u"])``, what ``vx.fit(model)``'s race chooses), the path is
+a deterministic function of u_0 and the innovations, and fits reach the first
+(docs/defaults.md).
 
 Data: one path simulated with a fixed seed from a point on the attractor (sigma = 1,
 tau = 1).
