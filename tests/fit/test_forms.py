@@ -8,6 +8,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpyro import handlers
 from numpyro.infer.autoguide import AutoNormal
 
@@ -16,6 +18,7 @@ from models import funnel
 from vi_ext.fit import build
 from vi_ext.fit.config import FitConfig
 from vi_ext.fit.forms import (
+    MARGIN,
     MAX_RACE_STEPS,
     MIN_RACE_STEPS,
     Entrant,
@@ -184,3 +187,22 @@ def test_the_race_keeps_the_first_entrant_unless_another_beats_it_by_the_margin(
     # lower, but within the margin (2 standard errors of the difference): the first stays
     close = _form([("saa_median", 130 + noise), ("saa_uniform", 129.95 + noise)])
     assert race(close, plan, 400).start.reason.startswith("as written from saa_median")
+
+
+@settings(max_examples=25, deadline=None)
+@given(offsets=st.lists(st.floats(-5.0, 5.0), min_size=1, max_size=4),
+       spread=st.floats(0.1, 3.0), seed=st.integers(0, 2**16))
+def test_the_race_runs_the_first_unless_the_lowest_beats_it_by_two_standard_errors(
+        offsets, spread, seed):
+    # any field: the winner is the first entrant, or the entrant of the lowest trimmed
+    # mean when that is below the first's by MARGIN standard errors of the difference
+    rng = np.random.default_rng(seed)
+    runs = [(f"s{i}", 100.0 + o + spread * rng.standard_t(3, 200))
+            for i, o in enumerate(offsets)]
+    field = _form(runs)
+    laps = [trimmed(x[100:]) for _, x in runs]
+    won = race(field, Plan(FitConfig(num_steps=4000)), 200)
+    low = min(range(len(laps)), key=lambda i: laps[i].mean)
+    beats = laps[low].mean + MARGIN * np.hypot(laps[0].se, laps[low].se) < laps[0].mean
+    assert won.start.name == runs[low if beats else 0][0]
+    assert won.start.gradient_evaluations == 100 + len(runs) * 200
