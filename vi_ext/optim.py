@@ -319,8 +319,8 @@ def clip_spikes(num_sd: float = 4.0, min_ratio: float = 100.0, decay: float = 0.
     References:
         Seetharaman, Wichern, Pardo, Le Roux. AutoClip: Adaptive gradient clipping for
         source separation networks. MLSP 2020.
-        Kumar, Owen, Subramaniam, et al. ZClip: Adaptive spike mitigation for LLM
-        pre-training. 2025 (a z-score on running moments of the gradient norm).
+        Kumar et al. ZClip: Adaptive spike mitigation for LLM pre-training. arXiv 2025
+        (a z-score on running moments of the gradient norm).
     """
     if not num_sd > 0:
         raise ArgumentError("num_sd", f"must be > 0, got {num_sd!r}.")

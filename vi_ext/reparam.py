@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable
 import numpyro
 import numpyro.distributions as dist
 from numpyro import handlers
+from numpyro.contrib.control_flow.scan import scan_wrapper
 from numpyro.distributions import constraints
 from numpyro.infer.inspect import get_dependencies
 from numpyro.infer.reparam import LocScaleReparam
@@ -91,7 +92,8 @@ class _IntoScan(handlers.reparam):
     """
 
     def process_message(self, msg):
-        if msg["type"] == "control_flow":
+        if msg["type"] == "control_flow" and msg["fn"] is scan_wrapper:
+            # (cond announces itself the same way; its branches are left as written)
             body, *rest = msg["args"]
             msg["args"] = (_IntoScan(body, config=self.config), *rest)
             return

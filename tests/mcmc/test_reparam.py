@@ -191,3 +191,18 @@ def test_noncentered_reaches_into_scan_bodies(length, seed):
 
 def test_hierarchical_sites_in_a_scan_body():
     assert vx.reparam.hierarchical_sites(_walk(False, 3)) == ("x", "w")
+
+
+def test_noncentered_leaves_a_cond_branch_as_written():
+    # cond announces itself to the handlers as scan does; its branches are not reached
+    from numpyro.contrib.control_flow import cond
+
+    def model():
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        z = numpyro.sample("z", dist.Normal(mu, 1.0))
+        cond(mu > 0, lambda _: numpyro.sample("a", dist.Normal(mu, 1.0)),
+             lambda _: numpyro.sample("a", dist.Normal(-mu, 1.0)), None)
+        return z
+
+    tr = _trace(vx.reparam.noncentered(model, ["z"]))
+    assert tr["z"]["type"] == "deterministic" and tr["a"]["type"] == "sample"

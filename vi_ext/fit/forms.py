@@ -42,6 +42,8 @@ Reference:
     hierarchical models. Statistical Science 2007.
     Gorinova, Moore, Hoffman. Automatic Reparameterisation of Probabilistic Programs.
     ICML 2020.
+    Tukey, McLaughlin. Less vulnerable confidence and significance procedures for location
+    based on a single sample: trimming/winsorization 1. Sankhya A 1963.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ from vi_ext.reparam import hierarchical_sites
 #: the race's steps per form: this share of num_steps, at most MAX_RACE_STEPS; no race
 #: below MIN_RACE_STEPS
 RACE_SHARE, MAX_RACE_STEPS, MIN_RACE_STEPS = 0.05, 1000, 500
-#: the non-centered form must beat the form as written by this many standard errors
+#: an entrant must beat the first (as written, from the chosen start) by this many standard
+#: errors of the difference to be run instead
 MARGIN = 2.0
 #: the share of a lap's losses left out at each end of its mean (:func:`trimmed`)
 TRIM = 0.05
@@ -73,7 +76,7 @@ def race_steps(num_steps: int) -> int:
 
 
 class Lap(NamedTuple):
-    """One form's run in the race: the trimmed mean loss over the second half of its steps
+    """One entrant's run in the race: the trimmed mean loss over the second half of its steps
     and the standard error of that mean (over its finite losses; :func:`trimmed`)."""
 
     mean: float
@@ -103,9 +106,9 @@ def trimmed(losses: np.ndarray, trim: float = TRIM) -> Lap:
 
     Why trimmed: a stochastic ELBO can meet, at a rare draw, a loss many orders above its
     scale (a Lorenz path that diverges: 6e9 against 130); one such draw in a lap decided a
-    race by itself. The trimmed means of the two forms are compared as the means were; a
-    form whose losses are heavy-tailed throughout still shows it in its trimmed mean and
-    its standard error.
+    race by itself. The entrants' trimmed means are compared as the means were; an entrant
+    whose losses are heavy-tailed throughout still shows it in its trimmed mean and its
+    standard error.
     """
     x = np.sort(losses[np.isfinite(losses)])
     n = x.size
