@@ -15,6 +15,7 @@ from numpyro.infer.autoguide import AutoNormal
 
 import vi_ext as vx
 from models import funnel
+from vi_ext.checkpoint import CheckpointError
 from vi_ext.fit import build
 from vi_ext.fit.config import FitConfig
 from vi_ext.fit.forms import (
@@ -39,21 +40,34 @@ def test_race_steps_are_a_share_of_the_fit_bounded_both_ways():
     assert race_steps(int(MIN_RACE_STEPS / 0.05) - 20) == 0
 
 
-def test_the_funnel_is_fitted_non_centered():
-    # the funnel: x | v ~ N(0, e^(v/2)); non-centered it is a standard Gaussian. build()
-    # runs the race (it is setup); the loop is not needed to see its verdict
-    fitter = build(funnel.model, num_steps=10000, key=0)
-    assert fitter.start.noncentered == ("x",)
-    assert fitter.start.reason.startswith("non-centered x from "), fitter.start.reason
+def test_the_funnel_is_fitted_non_centered_and_resumes_so(tmp_path):
+    # the funnel: x | v ~ N(0, e^(v/2)); non-centered it is a standard Gaussian. The fit
+    # races, then runs 100 steps (a callback stops it) and writes a checkpoint
+    path = str(tmp_path / "funnel_nc.npz")
+    first = vx.fit(funnel.model, num_steps=10000, key=0, progress=False, stopping=None,
+                   checkpoint=path, checkpoint_every=100, callback_every=100,
+                   callbacks=[lambda step, state, loss: step >= 100])
+    assert first.start.noncentered == ("x",)
+    assert first.start.reason.startswith("non-centered x from "), first.start.reason
     # the race is charged to the start: both forms' starts and 4 x 500 steps x 4 particles
     # (each form from its best start and from the runner-up)
-    assert fitter.start.gradient_evaluations >= 4 * 500 * 4
+    assert first.start.gradient_evaluations >= 4 * 500 * 4
     # the fitted model samples x_decentered and keeps x = e^(v/2) x_decentered, so draws
     # (res.sample) carry both
-    tr = handlers.trace(handlers.seed(fitter.model, 1)).get_trace()
+    tr = handlers.trace(handlers.seed(first.model, 1)).get_trace()
     assert tr["x_decentered"]["type"] == "sample" and tr["x"]["type"] == "deterministic"
     np.testing.assert_allclose(tr["x"]["value"], np.exp(tr["v"]["value"] / 2.0)
                                * tr["x_decentered"]["value"], rtol=1e-5)
+    # its checkpoint resumes in its form (the full-rank guide's params have the same names
+    # in both: the checkpoint records the form), and refuses the model as written
+    again = vx.fit(funnel.model, num_steps=10000, key=0, progress=False, stopping=None,
+                   resume=path, callback_every=1,
+                   callbacks=[lambda step, state, loss: True])
+    assert again.start.noncentered == ("x",) and len(again.losses) == 101
+    np.testing.assert_array_equal(again.losses[:100], first.losses)
+    with pytest.raises(CheckpointError, match="non-centered at x; this fit runs it as written"):
+        vx.fit(funnel.model, num_steps=10000, key=0, progress=False, stopping=None,
+               resume=path, reparam=None)
 
 
 def _pinned(y=None):

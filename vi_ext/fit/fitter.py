@@ -292,9 +292,20 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
     # one prior trace of the model as written, for its default guide and the analysis below
     trace = prior_trace(model, model_args, init_kwargs, k_init)
     written, written_params = with_default_guide(model, trace)
+    if written.start is None or dataset is not None or config.init_params:
+        return written
+    if config.resume is not None:
+        # a resumed fit continues in the form its checkpoint was written in, raced or not
+        # (the loop refuses a checkpoint of another form than the fitter's)
+        sites = race_sites(model, model_args, init_kwargs, trace) \
+            if config.reparam == "auto" else ()
+        if not sites:
+            return written
+        other = with_default_guide(noncentered(model, sites))[0]
+        info = read_checkpoint(config.resume)[0].get("info", {})
+        return resumed((written, other), sites, info) or written
     steps = race_steps(int(config.num_steps))
-    if written.start is None or dataset is not None or not steps or config.init_params or \
-            (config.resume is not None and config.reparam != "auto"):
+    if not steps:
         return written
     sites = race_sites(model, model_args, init_kwargs, trace) \
         if config.reparam == "auto" else ()
@@ -303,15 +314,8 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
     field = entrants(written, written_params, runner_up=choose)
     if sites:
         other, other_params = with_default_guide(noncentered(model, sites))
-        if config.resume is not None:
-            # a resumed fit continues in its checkpoint's form (a mismatch: the loop names it)
-            meta = read_checkpoint(config.resume)[0]
-            return resumed((written, other), sites,
-                           meta.get("info", {}).get("params", ())) or written
         field += entrants(other, other_params, sites, runner_up=choose)
-    if config.resume is not None or len(field) == 1:
-        return written
-    return race(field, Plan(config), steps)
+    return written if len(field) == 1 else race(field, Plan(config), steps)
 
 
 class Setup(NamedTuple):

@@ -121,16 +121,22 @@ def trimmed(losses: np.ndarray, trim: float = TRIM) -> Lap:
     return Lap(float(np.mean(kept)), float(se))
 
 
-def resumed(fitters: Sequence[Any], sites: Sequence[str], params: Sequence[str]) -> Any:
-    """The fitter of (as written, non-centered at ``sites``) whose parameter names are
-    ``params``, a checkpoint's, with its start saying so; None when neither's are."""
+def resumed(fitters: Sequence[Any], sites: Sequence[str], info: dict) -> Any:
+    """The fitter of (as written, non-centered at ``sites``) that wrote the checkpoint whose
+    ``info`` is given, with its start saying so; None when neither did. The form is the one
+    the checkpoint records (``info["noncentered"]``); a checkpoint written before forms were
+    recorded is matched by its parameter names (which a full-rank guide's two forms share:
+    such a checkpoint resumes as written)."""
+    recorded = info.get("noncentered")
     for fitter, noncentered in zip(fitters, (False, True), strict=True):
-        if sorted(fitter.constraints) == sorted(params):
+        form = tuple(sites) if noncentered else ()
+        if (tuple(recorded) == form if recorded is not None
+                else sorted(fitter.constraints) == sorted(info.get("params", ()))):
             s = fitter.start
-            form = f"non-centered {', '.join(sites)}" if noncentered else "as written"
+            name = f"non-centered {', '.join(sites)}" if noncentered else "as written"
             return fitter._replace(start=s._replace(
-                noncentered=tuple(sites) if noncentered else (),
-                reason=f"{form}: the form of the checkpoint resumed; start: {s.reason}"))
+                noncentered=form,
+                reason=f"{name}: the form of the checkpoint resumed; start: {s.reason}"))
     return None
 
 

@@ -159,11 +159,21 @@ fit.__signature__ = signature_with_options(fit)
 
 
 def _resume(config: FitConfig, state: FitState, losses: np.ndarray,
-            dataset: Dataset | None = None) -> tuple[FitState, int]:
+            dataset: Dataset | None = None, form: tuple = ()) -> tuple[FitState, int]:
     """The state and step count of ``config.resume``, its losses written into ``losses``;
-    a streamed fit's checkpoint must have drawn its batches as ``dataset`` does."""
+    a streamed fit's checkpoint must have drawn its batches as ``dataset`` does, and been
+    written by the fit of the same form of the model (``form``: the non-centered sites)."""
     path = os.fspath(config.resume)
     ck = load_checkpoint(config.resume, state)
+    recorded = ck.meta.get("info", {}).get("noncentered")
+    if recorded is not None and tuple(recorded) != tuple(form):
+        def say(sites):
+            return f"non-centered at {', '.join(sites)}" if sites else "as written"
+
+        raise CheckpointError(
+            path, f"was written by a fit of the model {say(recorded)}; this fit runs it "
+            f"{say(form)}, whose parameters have the same names and mean other latents. "
+            "Resume with the reparam= (and guide) of the fit that wrote it.")
     done = int(ck.state.step)
     num_steps = len(losses)
     if done > num_steps:
@@ -218,11 +228,12 @@ def run(fitter: Fitter, config: FitConfig) -> FitResult:
     state = fitter.init_state
     losses = np.full(num_steps, np.nan, dtype=np.float64)
     done = 0
+    form = tuple(fitter.start.noncentered) if fitter.start is not None else ()
     if config.resume is not None:
-        state, done = _resume(config, state, losses, fitter.dataset)
+        state, done = _resume(config, state, losses, fitter.dataset, form)
     objective = fitter.objective
     info = {"objective": objective.name, "params": sorted(fitter.constraints),
-            "num_steps": num_steps}
+            "num_steps": num_steps, "noncentered": list(form)}
     if fitter.dataset is not None:
         info["data"] = fitter.dataset.record()
     stop_reason = "converged" if bool(state.converged) else "num_steps"
