@@ -148,8 +148,7 @@ def _vi_ext(optimizer_fn=None, start=True, stopping_fn=None, particles=1,
                 args["init_params"] = s.autonormal_params()
             else:
                 args["guide"] = guide_cls(model, init_loc_fn=s.init_loc_fn())
-            info.update(start=s.name, noncentered=list(s.noncentered), start_reason=s.reason[:600],
-                    start_seconds=round(s.seconds, 2),
+            info.update(start=s.name, start_seconds=round(s.seconds, 2),
                         start_grad_evals=s.gradient_evaluations,
                         start_density_evals=s.density_evaluations,
                         start_scores={k: round(v, 2) for k, v in s.scores.items()})

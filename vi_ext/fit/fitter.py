@@ -292,23 +292,20 @@ def build_from(model: Callable, model_args: tuple, model_kwargs: dict,
     # one prior trace of the model as written, for its default guide and the analysis below
     trace = prior_trace(model, model_args, init_kwargs, k_init)
     written, written_params = with_default_guide(model, trace)
-    if written.start is None or dataset is not None or config.init_params:
+    steps = race_steps(int(config.num_steps))
+    if written.start is None or dataset is not None or config.init_params or \
+            (config.resume is None and not steps):
         return written
+    sites = race_sites(model, model_args, init_kwargs, trace) \
+        if config.reparam == "auto" else ()
     if config.resume is not None:
         # a resumed fit continues in the form its checkpoint was written in, raced or not
         # (the loop refuses a checkpoint of another form than the fitter's)
-        sites = race_sites(model, model_args, init_kwargs, trace) \
-            if config.reparam == "auto" else ()
         if not sites:
             return written
         other = with_default_guide(noncentered(model, sites))[0]
         info = read_checkpoint(config.resume)[0].get("info", {})
         return resumed((written, other), sites, info) or written
-    steps = race_steps(int(config.num_steps))
-    if not steps:
-        return written
-    sites = race_sites(model, model_args, init_kwargs, trace) \
-        if config.reparam == "auto" else ()
     # a start given by the caller (a Start) is used as given: only "auto" races its runner-up
     choose = isinstance(config.start, str) and config.start == "auto"
     field = entrants(written, written_params, runner_up=choose)

@@ -121,6 +121,11 @@ def trimmed(losses: np.ndarray, trim: float = TRIM) -> Lap:
     return Lap(float(np.mean(kept)), float(se))
 
 
+def form_name(sites: Sequence[str]) -> str:
+    """"non-centered a, b" for the sites a form non-centers; "as written" for none."""
+    return f"non-centered {', '.join(sites)}" if sites else "as written"
+
+
 def resumed(fitters: Sequence[Any], sites: Sequence[str], info: dict) -> Any:
     """The fitter of (as written, non-centered at ``sites``) that wrote the checkpoint whose
     ``info`` is given, with its start saying so; None when neither did. The form is the one
@@ -133,10 +138,10 @@ def resumed(fitters: Sequence[Any], sites: Sequence[str], info: dict) -> Any:
         if (tuple(recorded) == form if recorded is not None
                 else sorted(fitter.constraints) == sorted(info.get("params", ()))):
             s = fitter.start
-            name = f"non-centered {', '.join(sites)}" if noncentered else "as written"
             return fitter._replace(start=s._replace(
                 noncentered=form,
-                reason=f"{name}: the form of the checkpoint resumed; start: {s.reason}"))
+                reason=f"{form_name(form)}: the form of the checkpoint resumed; start: "
+                       f"{s.reason}"))
     return None
 
 
@@ -148,9 +153,7 @@ class Entrant(NamedTuple):
     noncentered: tuple = ()
 
     def label(self) -> str:
-        form = f"non-centered {', '.join(self.noncentered)}" if self.noncentered else \
-            "as written"
-        return f"{form} from {self.fitter.start.name}"
+        return f"{form_name(self.noncentered)} from {self.fitter.start.name}"
 
 
 def entrants(fitter: Any, params_for: Any, sites: tuple = (), runner_up: bool = True
