@@ -199,3 +199,9 @@ def test_the_default_optimizer_clips_spikes_unless_told_not_to():
     assert isinstance(plateau_adam().init({"x": jnp.zeros(2)}).inner[0], vx.optim.SpikeState)
     assert not isinstance(plateau_adam(spike_sd=None).init({"x": jnp.zeros(2)}).inner[0],
                           vx.optim.SpikeState)
+
+
+def test_the_default_optimizer_names_its_own_bad_spike_sd():
+    with pytest.raises(vx.ArgumentError) as e:
+        plateau_adam(spike_sd=0.0)
+    assert e.value.argument == "spike_sd"

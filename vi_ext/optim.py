@@ -365,6 +365,9 @@ def plateau_adam(learning_rate: float = DEFAULT_LEARNING_RATE, spike_sd: float |
     (:class:`vi_ext.stopping.Stationary`) does, so the two count the same events."""
     if not learning_rate > 0:
         raise ArgumentError("learning_rate", f"must be > 0, got {learning_rate!r}.")
+    if spike_sd is not None and not spike_sd > 0:
+        raise ArgumentError("spike_sd", f"must be > 0 (or None: no clipping), got "
+                            f"{spike_sd!r}.")
     adam = optax.adam(learning_rate)
     return plateau(adam if spike_sd is None else optax.chain(clip_spikes(spike_sd), adam),
                    **kwargs)

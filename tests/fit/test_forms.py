@@ -1,6 +1,7 @@
 """The default fit's choice of form (vi_ext.fit.forms): the model as written or its
 hierarchical latents non-centered, by a short race of the two fits."""
 
+import os
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
@@ -28,6 +29,9 @@ from vi_ext.fit.forms import (
     trimmed,
 )
 from vi_ext.fit.plan import Plan
+
+#: VX_PROPERTY_EXAMPLES=N runs the generated-case tests below on N cases
+LARGE = int(os.environ.get("VX_PROPERTY_EXAMPLES", "0"))
 
 
 def test_race_steps_are_a_share_of_the_fit_bounded_both_ways():
@@ -203,7 +207,7 @@ def test_the_race_keeps_the_first_entrant_unless_another_beats_it_by_the_margin(
     assert race(close, plan, 400).start.reason.startswith("as written from saa_median")
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=LARGE or 25, deadline=None)
 @given(offsets=st.lists(st.floats(-5.0, 5.0), min_size=1, max_size=4),
        spread=st.floats(0.1, 3.0), seed=st.integers(0, 2**16))
 def test_the_race_runs_the_first_unless_the_lowest_beats_it_by_two_standard_errors(

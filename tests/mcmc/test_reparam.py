@@ -2,6 +2,8 @@
 errors, the non-centered joint density, and refine at the learned parameterization matching
 reference NUTS on centered eight schools."""
 
+import os
+
 import jax
 import numpy as np
 import numpyro
@@ -15,6 +17,9 @@ from numpyro.infer.util import log_density
 
 import vi_ext as vx
 from models import eight_schools
+
+#: VX_PROPERTY_EXAMPLES=N runs the generated-case tests below on N cases
+LARGE = int(os.environ.get("VX_PROPERTY_EXAMPLES", "0"))
 
 
 def _trace(model, **kw):
@@ -170,7 +175,7 @@ def _walk(noncentered_by_hand, length):
     return model
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=LARGE or 6, deadline=None)
 @given(length=st.integers(1, 3), seed=st.integers(0, 2**16))
 def test_noncentered_reaches_into_scan_bodies(length, seed):
     # the non-centered form of sites sampled in a scan body is the model written
@@ -206,3 +211,18 @@ def test_noncentered_leaves_a_cond_branch_as_written():
 
     tr = _trace(vx.reparam.noncentered(model, ["z"]))
     assert tr["z"]["type"] == "deterministic" and tr["a"]["type"] == "sample"
+
+
+def test_noncentered_names_a_scan_site_it_cannot_take():
+    from numpyro.contrib.control_flow import scan
+
+    def model():
+        def step(prev, _):
+            x = numpyro.sample("x", dist.Gamma(2.0, 1.0 + prev ** 2))
+            return x, x
+
+        scan(step, 0.0, None, length=3)
+
+    with pytest.raises(vx.SiteError, match="Gamma") as e:
+        _trace(vx.reparam.noncentered(model, ["x"]))
+    assert e.value.site == "x"
